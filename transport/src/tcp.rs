@@ -15,7 +15,6 @@ use crate::{ClientConfig, Transport, TransportError};
 use parking_lot::Mutex;
 use sealfs_proto::frame::{decode_payload, encode_frame};
 use sealfs_proto::{Envelope, Errno, FrameHeader, FrameKind, Reply, Request, FRAME_HEADER_LEN};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
