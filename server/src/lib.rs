@@ -1,1 +1,172 @@
-//! placeholder
+//! SealFS storage server.
+//!
+//! A server owns the inode records (and directory entries) of the paths the
+//! ring gives it and the chunks of file data the ring gives it. It registers
+//! with the manager, heartbeats, and answers requests over TCP.
+//!
+//! Modules:
+//! * `store` — the [`MetaStore`] and [`DataStore`] traits and their first
+//!   engines (redb metadata, chunk files);
+//! * `locks` — the per-path lock table;
+//! * `ops` — request handling and the two-server create/remove protocol;
+//! * `membership` — identity, registration, heartbeats, the cluster map;
+//! * `recovery` — finishing operations a crash left half done;
+//! * `sys` — the few libc calls std lacks.
+
+mod error;
+mod locks;
+mod membership;
+mod ops;
+mod recovery;
+mod store;
+mod sys;
+
+pub use error::ServerError;
+pub use locks::{LockTable, PathGuard};
+pub use store::{
+    DataStore, FileDataStore, InodeRecord, MetaOp, MetaStore, RecordState, RedbMetaStore, StoreError,
+};
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When an acknowledged operation is on stable storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Metadata on every commit; file data on the client's `fsync`.
+    #[default]
+    Fsync,
+    /// Metadata on every commit and file data on every write.
+    Always,
+    /// Nothing is promised (scratch / burst-buffer use); `fsync` is a no-op.
+    None,
+}
+
+impl FromStr for SyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fsync" => Ok(SyncPolicy::Fsync),
+            "always" => Ok(SyncPolicy::Always),
+            "none" => Ok(SyncPolicy::None),
+            _ => Err(format!("unknown sync policy {s:?} (expected fsync, always or none)")),
+        }
+    }
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncPolicy::Fsync => "fsync",
+            SyncPolicy::Always => "always",
+            SyncPolicy::None => "none",
+        })
+    }
+}
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The manager's address (`host:port`).
+    pub manager: String,
+    /// Address to bind.
+    pub listen: String,
+    /// Address to register with the manager (default: the bound address).
+    pub advertise: Option<String>,
+    /// Metadata directory (fast device).
+    pub meta_dir: PathBuf,
+    /// Data directory (bulk).
+    pub data_dir: PathBuf,
+    /// Durability of acknowledged operations.
+    pub sync: SyncPolicy,
+    /// Time between heartbeats.
+    pub heartbeat: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            manager: "127.0.0.1:7000".into(),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            meta_dir: PathBuf::from("meta"),
+            data_dir: PathBuf::from("data"),
+            sync: SyncPolicy::Fsync,
+            heartbeat: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Runs a server until the process ends: opens the stores, binds, registers
+/// with the manager (retrying until it answers), then serves. Returns only on
+/// a start-up failure.
+pub fn run(cfg: ServerConfig) -> Result<(), ServerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sealfs-server")
+        .build()
+        .map_err(|e| ServerError::io("start the runtime", e))?;
+    rt.block_on(serve(cfg))
+}
+
+fn prepare_dir(p: &std::path::Path, what: &str) -> Result<(), ServerError> {
+    std::fs::create_dir_all(p).map_err(|e| ServerError::io(format!("{what} {}", p.display()), e))?;
+    let md = std::fs::metadata(p).map_err(|e| ServerError::io(format!("{what} {}", p.display()), e))?;
+    if !md.is_dir() {
+        return Err(ServerError::Config(format!("{what} {} is not a directory", p.display())));
+    }
+    Ok(())
+}
+
+async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+    prepare_dir(&cfg.meta_dir, "meta dir")?;
+    prepare_dir(&cfg.data_dir, "data dir")?;
+    let durable = cfg.sync != SyncPolicy::None;
+    let meta: Arc<dyn MetaStore> = Arc::new(RedbMetaStore::open(&cfg.meta_dir, durable)?);
+    let data: Arc<dyn DataStore> = Arc::new(FileDataStore::open(&cfg.data_dir, cfg.sync == SyncPolicy::Always)?);
+    let uuid = membership::load_or_create_uuid(&cfg.meta_dir)?;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: cfg.listen.clone(), source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr: cfg.listen.clone(), source })?;
+    let advertise = match &cfg.advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => {
+            let a = format!("127.0.0.1:{}", bound.port());
+            tracing::warn!("bound to {bound}; advertising {a} (pass an advertise address for other hosts)");
+            a
+        }
+        None => bound.to_string(),
+    };
+
+    let members = Arc::new(membership::Membership::new(&cfg.manager, uuid, advertise.clone()));
+    {
+        let m = members.clone();
+        let retry = cfg.heartbeat.clamp(Duration::from_millis(100), Duration::from_secs(2));
+        tokio::task::spawn_blocking(move || m.register(retry))
+            .await
+            .map_err(|e| ServerError::Config(format!("registration task failed: {e}")))?;
+    }
+    members
+        .start_heartbeat(cfg.heartbeat.max(Duration::from_millis(10)))
+        .map_err(|e| ServerError::io("start the heartbeat thread", e))?;
+
+    let node = Arc::new(ops::Node::new(meta, data, members.clone(), cfg.sync, cfg.meta_dir.clone(), cfg.data_dir.clone())?);
+    node.ensure_root_if_owner().await;
+    tokio::spawn(recovery::run(node.clone()));
+
+    tracing::info!(
+        "serving on {advertise} as {} (epoch {}, sync {})",
+        members.id(),
+        members.view().map.epoch,
+        cfg.sync
+    );
+    sealfs_transport::tcp::serve(listener, Arc::new(ops::Service(node))).await;
+    Ok(())
+}
