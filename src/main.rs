@@ -1,1 +1,147 @@
-fn main() {}
+//! `sealfs`: the one command users run. Each subcommand is a thin layer over
+//! its crate: `manager` (sealfs-manager), `server` (sealfs-server), `up` (a
+//! whole local cluster as child processes), `status`, `demo`, and debugging
+//! commands over the client library (`ls`, `stat`, `put`, `get`, `cat`,
+//! `mkdir`, `rm`, `mv`).
+
+mod cluster;
+mod fsops;
+mod demo;
+mod units;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "sealfs", version, about = "SealFS: a user-space distributed file system")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the manager (membership and the cluster map).
+    Manager {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: String,
+        /// Directory for the member list.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Chunk size of file data for a new cluster (e.g. 1M, 512K; at most 4M).
+        #[arg(long, default_value = "1M", value_parser = units::parse_size)]
+        chunk_size: u64,
+        /// A server silent for this long is marked down (e.g. 3s, 500ms).
+        #[arg(long, default_value = "3s", value_parser = units::parse_duration)]
+        heartbeat_timeout: Duration,
+    },
+    /// Run a storage server.
+    Server {
+        /// Manager address.
+        #[arg(long, env = "SEALFS_MANAGER")]
+        manager: String,
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Directory for metadata (the fast device).
+        #[arg(long)]
+        meta_dir: PathBuf,
+        /// Directory for file data (the bulk device).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// When acknowledged writes reach stable storage: fsync, always, none.
+        #[arg(long, default_value = "fsync")]
+        sync: String,
+        /// Heartbeat period (e.g. 500ms).
+        #[arg(long, default_value = "500ms", value_parser = units::parse_duration)]
+        heartbeat: Duration,
+    },
+    /// Start a whole local cluster (one manager, N servers) in the foreground.
+    Up(cluster::UpArgs),
+    /// Show the cluster's servers; exit 0 only when every server serves.
+    Status {
+        /// Manager address.
+        #[arg(long, env = "SEALFS_MANAGER")]
+        manager: String,
+    },
+    /// Start a throw-away local cluster, run a small workload, print what happened.
+    Demo(demo::DemoArgs),
+    /// List a directory.
+    Ls(fsops::PathArgs),
+    /// Show a path's attributes.
+    Stat(fsops::PathArgs),
+    /// Print a file.
+    Cat(fsops::PathArgs),
+    /// Make a directory.
+    Mkdir(fsops::MkdirArgs),
+    /// Remove a file or (with -r) a tree.
+    Rm(fsops::RmArgs),
+    /// Rename.
+    Mv(fsops::MvArgs),
+    /// Copy a local file into SealFS.
+    Put(fsops::CopyArgs),
+    /// Copy a SealFS file to the local disk.
+    Get(fsops::CopyArgs),
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.cmd, Cmd::Manager { .. } | Cmd::Server { .. } | Cmd::Up(_));
+    init_logs(if daemon { "info" } else { "warn" });
+    let res: Result<(), String> = match cli.cmd {
+        Cmd::Manager { listen, dir, chunk_size, heartbeat_timeout } => {
+            if chunk_size == 0 || chunk_size > sealfs_proto::frame::MAX_CHUNK_SIZE as u64 {
+                Err(format!("--chunk-size must be between 1 byte and 4M, got {chunk_size}"))
+            } else {
+                sealfs_manager::run(sealfs_manager::ManagerConfig {
+                    listen,
+                    dir,
+                    chunk_size: chunk_size as u32,
+                    vnodes: sealfs_proto::placement::DEFAULT_VNODES,
+                    heartbeat_timeout,
+                })
+                .map_err(|e| e.to_string())
+            }
+        }
+        Cmd::Server { manager, listen, meta_dir, data_dir, sync, heartbeat } => match sync.parse() {
+            Ok(sync) => sealfs_server::run(sealfs_server::ServerConfig {
+                manager,
+                listen,
+                advertise: None,
+                meta_dir,
+                data_dir,
+                sync,
+                heartbeat,
+            })
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("--sync: {e}")),
+        },
+        Cmd::Up(a) => cluster::up(a),
+        Cmd::Status { manager } => return cluster::status(&manager),
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Ls(a) => fsops::ls(a),
+        Cmd::Stat(a) => fsops::stat(a),
+        Cmd::Cat(a) => fsops::cat(a),
+        Cmd::Mkdir(a) => fsops::mkdir(a),
+        Cmd::Rm(a) => fsops::rm(a),
+        Cmd::Mv(a) => fsops::mv(a),
+        Cmd::Put(a) => fsops::put(a),
+        Cmd::Get(a) => fsops::get(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sealfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Shared helpers for the integration tests: start a real cluster (the
+//! `sealfs` binary as manager and server processes on loopback ports), kill
+//! and restart its members, and connect clients.
+#![allow(dead_code)]
+
+use rand::Rng;
+use sealfs_client::{Client, ClientOptions};
+use sealfs_proto::{ClusterMap, Reply, Request, ServerState};
+use sealfs_transport::{tcp::TcpPool, ClientConfig, Transport};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `sealfs` binary under test.
+pub fn sealfs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sealfs")
+}
+
+/// Options of a test cluster.
+#[derive(Clone)]
+pub struct Opts {
+    pub servers: u16,
+    pub sync: &'static str,
+    pub chunk_size: &'static str,
+    pub heartbeat_timeout: &'static str,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts { servers: 3, sync: "fsync", chunk_size: "1M", heartbeat_timeout: "2s" }
+    }
+}
+
+/// A cluster of real processes in a temp dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub opts: Opts,
+    manager: Option<Child>,
+    servers: Vec<Option<Child>>,
+}
+
+/// `n` consecutive free loopback ports.
+pub fn free_ports(n: u16) -> u16 {
+    let mut rng = rand::thread_rng();
+    for _ in 0..500 {
+        let base: u16 = rng.gen_range(20000..60000);
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).expect("log file")
+}
+
+impl Cluster {
+    /// Starts a manager and `opts.servers` servers and waits until all serve.
+    pub fn start(opts: Opts) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("sealfs-test").tempdir().expect("tempdir");
+        let port = free_ports(opts.servers + 1);
+        let mut c = Cluster { dir, port, opts: opts.clone(), manager: None, servers: Vec::new() };
+        c.start_manager();
+        for i in 1..=opts.servers {
+            c.servers.push(None);
+            c.start_server(i);
+        }
+        c.wait_all_up();
+        c
+    }
+
+    pub fn manager_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn server_dir(&self, i: u16) -> PathBuf {
+        self.dir.path().join(format!("server{i}"))
+    }
+
+    pub fn start_manager(&mut self) {
+        let child = Command::new(sealfs_bin())
+            .args(["manager", "--listen", &self.manager_addr(), "--dir"])
+            .arg(self.dir.path().join("manager"))
+            .args(["--chunk-size", self.opts.chunk_size, "--heartbeat-timeout", self.opts.heartbeat_timeout])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(self.dir.path(), "manager"))
+            .spawn()
+            .expect("spawn manager");
+        self.manager = Some(child);
+    }
+
+    pub fn start_server(&mut self, i: u16) {
+        let d = self.server_dir(i);
+        let child = Command::new(sealfs_bin())
+            .args(["server", "--manager", &self.manager_addr(), "--listen", &format!("127.0.0.1:{}", self.port + i)])
+            .arg("--meta-dir")
+            .arg(d.join("meta"))
+            .arg("--data-dir")
+            .arg(d.join("data"))
+            .args(["--sync", self.opts.sync, "--heartbeat", "200ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(self.dir.path(), &format!("server{i}")))
+            .spawn()
+            .expect("spawn server");
+        self.servers[i as usize - 1] = Some(child);
+    }
+
+    /// SIGKILLs server `i` (1-based) and reaps it.
+    pub fn kill_server(&mut self, i: u16) {
+        if let Some(mut c) = self.servers[i as usize - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILLs the manager.
+    pub fn kill_manager(&mut self) {
+        if let Some(mut c) = self.manager.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills every process and starts them all again on the same dirs.
+    pub fn restart_all(&mut self) {
+        for i in 1..=self.opts.servers {
+            self.kill_server(i);
+        }
+        self.kill_manager();
+        self.start_manager();
+        for i in 1..=self.opts.servers {
+            self.start_server(i);
+        }
+        self.wait_all_up();
+    }
+
+    pub fn map(&self) -> Option<ClusterMap> {
+        let pool = TcpPool::new(self.manager_addr(), ClientConfig { io_timeout: Duration::from_secs(5), ..Default::default() });
+        match pool.call(0, Request::GetMap) {
+            Ok(Reply::Map(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Waits (bounded) until the manager reports every server up and each answers.
+    pub fn wait_all_up(&self) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(m) = self.map() {
+                if m.servers.len() == self.opts.servers as usize && m.all_up() {
+                    let cfg = ClientConfig { io_timeout: Duration::from_secs(5), ..Default::default() };
+                    if m.servers.iter().all(|s| matches!(TcpPool::new(s.addr.clone(), cfg.clone()).call(m.epoch, Request::StatFs), Ok(Reply::StatFs(_)))) {
+                        return;
+                    }
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "cluster did not come up; logs in {}", self.dir.path().display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until server `i` is reported down, returning how long it took.
+    pub fn wait_down(&self, i: u16) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if let Some(m) = self.map() {
+                if m.servers.iter().any(|s| s.addr.ends_with(&format!(":{}", self.port + i)) && s.state == ServerState::Down) {
+                    return t0.elapsed();
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "server {i} never reported down");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.manager_addr(), ClientOptions::default()).expect("connect")
+    }
+
+    /// A client whose calls give up after `t`.
+    pub fn client_with_timeout(&self, t: Duration) -> Client {
+        let mut o = ClientOptions::default();
+        o.transport.io_timeout = t;
+        o.transport.connect_timeout = t;
+        Client::connect(&self.manager_addr(), o).expect("connect")
+    }
+
+    /// Runs the `sealfs` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(sealfs_bin()).args(args).env("SEALFS_MANAGER", self.manager_addr()).output().expect("run sealfs")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 1..=self.servers.len() as u16 {
+            self.kill_server(i);
+        }
+        self.kill_manager();
+    }
+}
+
+/// Uid/gid of this process.
+pub fn ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
