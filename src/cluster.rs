@@ -52,7 +52,10 @@ fn spawn(exe: &Path, name: &str, args: &[String], log: &Path) -> Result<Child, S
         .open(log)
         .map_err(|e| format!("cannot open log {}: {e}", log.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logf);
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only
     // calls prctl, which is async-signal-safe.
@@ -69,7 +72,10 @@ fn spawn(exe: &Path, name: &str, args: &[String], log: &Path) -> Result<Child, S
 
 /// Fetches the map from a manager.
 pub fn get_map(manager: &str) -> Result<ClusterMap, String> {
-    let cfg = ClientConfig { io_timeout: Duration::from_secs(5), ..ClientConfig::default() };
+    let cfg = ClientConfig {
+        io_timeout: Duration::from_secs(5),
+        ..ClientConfig::default()
+    };
     let pool = TcpPool::new(manager, cfg);
     match pool.call(0, Request::GetMap) {
         Ok(Reply::Map(m)) => Ok(m),
@@ -88,10 +94,15 @@ impl LocalCluster {
         if a.port as u32 + a.servers as u32 > u16::MAX as u32 {
             return Err("--port + --servers exceeds 65535".into());
         }
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the sealfs binary: {e}"))?;
-        std::fs::create_dir_all(&a.dir).map_err(|e| format!("cannot create {}: {e}", a.dir.display()))?;
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the sealfs binary: {e}"))?;
+        std::fs::create_dir_all(&a.dir)
+            .map_err(|e| format!("cannot create {}: {e}", a.dir.display()))?;
         let manager = format!("127.0.0.1:{}", a.port);
-        let mut cl = LocalCluster { manager: manager.clone(), children: Vec::new() };
+        let mut cl = LocalCluster {
+            manager: manager.clone(),
+            children: Vec::new(),
+        };
         let mdir = a.dir.join("manager");
         let margs = vec![
             "manager".into(),
@@ -104,7 +115,10 @@ impl LocalCluster {
             "--heartbeat-timeout".into(),
             a.heartbeat_timeout.clone(),
         ];
-        cl.children.push(("manager".into(), spawn(&exe, "manager", &margs, &a.dir.join("manager.log"))?));
+        cl.children.push((
+            "manager".into(),
+            spawn(&exe, "manager", &margs, &a.dir.join("manager.log"))?,
+        ));
         for i in 1..=a.servers {
             let sdir = a.dir.join(format!("server{i}"));
             let sargs = vec![
@@ -132,16 +146,26 @@ impl LocalCluster {
         let t0 = Instant::now();
         loop {
             if let Some(dead) = self.dead_child() {
-                return Err(format!("{dead} exited during start-up; see its log in {}", dir.display()));
+                return Err(format!(
+                    "{dead} exited during start-up; see its log in {}",
+                    dir.display()
+                ));
             }
             if let Ok(m) = get_map(&self.manager) {
-                let up = m.servers.iter().filter(|s| s.state == ServerState::Up).count();
+                let up = m
+                    .servers
+                    .iter()
+                    .filter(|s| s.state == ServerState::Up)
+                    .count();
                 if up >= n && m.all_up() {
                     return Ok(());
                 }
             }
             if t0.elapsed() > limit {
-                return Err(format!("the cluster did not come up within {limit:?}; see the logs in {}", dir.display()));
+                return Err(format!(
+                    "the cluster did not come up within {limit:?}; see the logs in {}",
+                    dir.display()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -213,12 +237,19 @@ pub fn up(a: UpArgs) -> Result<(), String> {
     let mut cl = LocalCluster::start(&a)?;
     println!("SEALFS_MANAGER={}", cl.manager);
     let _ = std::io::stdout().flush();
-    tracing::info!("{} servers serving; state under {}; Ctrl-C stops", a.servers, a.dir.display());
+    tracing::info!(
+        "{} servers serving; state under {}; Ctrl-C stops",
+        a.servers,
+        a.dir.display()
+    );
     while SIGNALLED.load(Ordering::SeqCst) == 0 {
         if let Some(dead) = cl.dead_child() {
             tracing::error!("{dead} exited; stopping the cluster");
             cl.stop();
-            return Err(format!("{dead} exited unexpectedly; see its log in {}", a.dir.display()));
+            return Err(format!(
+                "{dead} exited unexpectedly; see its log in {}",
+                a.dir.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -237,12 +268,23 @@ pub fn status(manager: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("epoch {}  chunk size {}  servers {}", map.epoch, map.chunk_size, map.servers.len());
-    let cfg = ClientConfig { io_timeout: Duration::from_secs(3), ..ClientConfig::default() };
+    println!(
+        "epoch {}  chunk size {}  servers {}",
+        map.epoch,
+        map.chunk_size,
+        map.servers.len()
+    );
+    let cfg = ClientConfig {
+        io_timeout: Duration::from_secs(3),
+        ..ClientConfig::default()
+    };
     let mut ok = !map.servers.is_empty();
     for s in &map.servers {
         let answers = s.state == ServerState::Up
-            && matches!(TcpPool::new(s.addr.clone(), cfg.clone()).call(map.epoch, Request::StatFs), Ok(Reply::StatFs(_)));
+            && matches!(
+                TcpPool::new(s.addr.clone(), cfg.clone()).call(map.epoch, Request::StatFs),
+                Ok(Reply::StatFs(_))
+            );
         let state = match (s.state, answers) {
             (ServerState::Up, true) => "up",
             (ServerState::Up, false) => "up (not answering)",

@@ -44,7 +44,11 @@ pub fn free_ports(n: u16) -> Result<u16, String> {
 
 fn rate(n: usize, t: Instant) -> String {
     let s = t.elapsed().as_secs_f64();
-    format!("{n:>6} ops in {:>7.3} s = {:>9.0} ops/s", s, n as f64 / s.max(1e-9))
+    format!(
+        "{n:>6} ops in {:>7.3} s = {:>9.0} ops/s",
+        s,
+        n as f64 / s.max(1e-9)
+    )
 }
 
 /// Runs the demo.
@@ -53,7 +57,10 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     let dir = match &a.dir {
         Some(d) => d.clone(),
         None => {
-            tmp = tempfile::Builder::new().prefix("sealfs-demo").tempdir().map_err(|e| e.to_string())?;
+            tmp = tempfile::Builder::new()
+                .prefix("sealfs-demo")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
             tmp.path().to_path_buf()
         }
     };
@@ -66,10 +73,18 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
         chunk_size: "1M".into(),
         heartbeat_timeout: "3s".into(),
     };
-    println!("starting a local cluster: 1 manager + {} servers under {}", a.servers, dir.display());
+    println!(
+        "starting a local cluster: 1 manager + {} servers under {}",
+        a.servers,
+        dir.display()
+    );
     let t = Instant::now();
     let cl = LocalCluster::start(&up)?;
-    println!("  serving after {:.2} s; SEALFS_MANAGER={}", t.elapsed().as_secs_f64(), cl.manager);
+    println!(
+        "  serving after {:.2} s; SEALFS_MANAGER={}",
+        t.elapsed().as_secs_f64(),
+        cl.manager
+    );
     let c = Client::connect(&cl.manager, ClientOptions::default()).map_err(|e| e.to_string())?;
     let map = c.map();
     let ring = Ring::of_map(&map);
@@ -77,8 +92,10 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
 
-    c.mkdir("/demo", 0o755, uid, gid).map_err(|er| e("/demo", er))?;
-    c.mkdir("/demo/small", 0o755, uid, gid).map_err(|er| e("/demo/small", er))?;
+    c.mkdir("/demo", 0o755, uid, gid)
+        .map_err(|er| e("/demo", er))?;
+    c.mkdir("/demo/small", 0o755, uid, gid)
+        .map_err(|er| e("/demo/small", er))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut files = Vec::with_capacity(a.files);
     for i in 0..a.files {
@@ -104,8 +121,14 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
         }
     }
     println!("  read+verify  {}", rate(files.len(), t));
-    let listed = c.readdir("/demo/small").map_err(|er| e("/demo/small", er))?;
-    println!("  readdir      {} entries (expected {})", listed.len(), files.len());
+    let listed = c
+        .readdir("/demo/small")
+        .map_err(|er| e("/demo/small", er))?;
+    println!(
+        "  readdir      {} entries (expected {})",
+        listed.len(),
+        files.len()
+    );
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for (p, _) in &files {
         if let Some(o) = ring.owner_path(p) {
@@ -114,19 +137,30 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     }
     println!("  inode records per server: {per:?}");
 
-    println!("\nlarge file ({} MiB, striped in {} KiB chunks):", a.large_mib, map.chunk_size / 1024);
+    println!(
+        "\nlarge file ({} MiB, striped in {} KiB chunks):",
+        a.large_mib,
+        map.chunk_size / 1024
+    );
     let mut big = vec![0u8; a.large_mib << 20];
     rng.fill_bytes(&mut big);
     let want = Sha256::digest(&big);
     let t = Instant::now();
     let ino = c
-        .open("/demo/big", libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, 0o644, uid, gid)
+        .open(
+            "/demo/big",
+            libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+            0o644,
+            uid,
+            gid,
+        )
         .map_err(|er| e("/demo/big", er))?
         .attr
         .ino;
     let step = 8usize << 20;
     for (i, part) in big.chunks(step).enumerate() {
-        c.write_at("/demo/big", ino, (i * step) as u64, part).map_err(|er| e("/demo/big", er))?;
+        c.write_at("/demo/big", ino, (i * step) as u64, part)
+            .map_err(|er| e("/demo/big", er))?;
     }
     c.fsync("/demo/big", ino).map_err(|er| e("/demo/big", er))?;
     let wsecs = t.elapsed().as_secs_f64();
@@ -134,9 +168,17 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     let back = c.read_file("/demo/big").map_err(|er| e("/demo/big", er))?;
     let rsecs = t.elapsed().as_secs_f64();
     let got = Sha256::digest(&back);
-    println!("  write+fsync {:>8.1} MiB/s, read {:>8.1} MiB/s", a.large_mib as f64 / wsecs, a.large_mib as f64 / rsecs);
+    println!(
+        "  write+fsync {:>8.1} MiB/s, read {:>8.1} MiB/s",
+        a.large_mib as f64 / wsecs,
+        a.large_mib as f64 / rsecs
+    );
     println!("  sha256 written {:x}", want);
-    println!("  sha256 read    {:x}  {}", got, if got == want { "OK" } else { "MISMATCH" });
+    println!(
+        "  sha256 read    {:x}  {}",
+        got,
+        if got == want { "OK" } else { "MISMATCH" }
+    );
     if got != want {
         return Err("the large file did not read back intact".into());
     }
@@ -150,18 +192,25 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     println!("  chunks per server: {per:?}");
 
     println!("\nnamespace:");
-    c.rename("/demo/small", "/demo/renamed", 0).map_err(|er| e("rename", er))?;
-    let n = c.readdir("/demo/renamed").map_err(|er| e("/demo/renamed", er))?.len();
+    c.rename("/demo/small", "/demo/renamed", 0)
+        .map_err(|er| e("rename", er))?;
+    let n = c
+        .readdir("/demo/renamed")
+        .map_err(|er| e("/demo/renamed", er))?
+        .len();
     println!("  renamed /demo/small -> /demo/renamed ({n} entries moved)");
     let st = c.statfs().map_err(|er| e("statfs", er))?;
     println!(
         "  statfs: {} GiB free of {} GiB, {} inodes free",
-        st.bavail * st.bsize as u64 >> 30,
-        st.blocks * st.bsize as u64 >> 30,
+        (st.bavail * st.bsize as u64) >> 30,
+        (st.blocks * st.bsize as u64) >> 30,
         st.ffree
     );
     let t = Instant::now();
-    for ent in c.readdir("/demo/renamed").map_err(|er| e("/demo/renamed", er))? {
+    for ent in c
+        .readdir("/demo/renamed")
+        .map_err(|er| e("/demo/renamed", er))?
+    {
         let p = format!("/demo/renamed/{}", ent.name);
         if ent.kind == FileKind::File {
             c.unlink(&p).map_err(|er| e(&p, er))?;

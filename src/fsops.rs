@@ -148,7 +148,13 @@ pub fn stat(a: PathArgs) -> Result<(), String> {
     println!("  File: {}", a.path);
     println!("  Size: {:<12} Kind: {:?}", at.size, at.kind);
     println!(" Inode: {:<12} Links: {}", at.ino, at.nlink);
-    println!("Access: ({:04o}/{})  Uid: {}  Gid: {}", at.mode, mode_string(&i), at.uid, at.gid);
+    println!(
+        "Access: ({:04o}/{})  Uid: {}  Gid: {}",
+        at.mode,
+        mode_string(&i),
+        at.uid,
+        at.gid
+    );
     println!("Access: {}.{:09}", at.atime.sec, at.atime.nsec);
     println!("Modify: {}.{:09}", at.mtime.sec, at.mtime.nsec);
     println!("Change: {}.{:09}", at.ctime.sec, at.ctime.nsec);
@@ -162,7 +168,9 @@ pub fn stat(a: PathArgs) -> Result<(), String> {
 pub fn cat(a: PathArgs) -> Result<(), String> {
     let c = connect(&a.conn)?;
     let data = c.read_file(&a.path).map_err(|e| err(&a.path, e))?;
-    std::io::stdout().write_all(&data).map_err(|e| e.to_string())
+    std::io::stdout()
+        .write_all(&data)
+        .map_err(|e| e.to_string())
 }
 
 /// `sealfs mkdir [-p] PATH`.
@@ -170,7 +178,10 @@ pub fn mkdir(a: MkdirArgs) -> Result<(), String> {
     let c = connect(&a.conn)?;
     let (uid, gid) = ids();
     if !a.parents {
-        return c.mkdir(&a.path, 0o755, uid, gid).map(|_| ()).map_err(|e| err(&a.path, e));
+        return c
+            .mkdir(&a.path, 0o755, uid, gid)
+            .map(|_| ())
+            .map_err(|e| err(&a.path, e));
     }
     let norm = sealfs_proto::path::normalize(&a.path).map_err(|e| err(&a.path, e))?;
     let mut cur = String::new();
@@ -194,7 +205,11 @@ pub fn mkdir(a: MkdirArgs) -> Result<(), String> {
 fn remove_tree(c: &Client, path: &str) -> Result<(), String> {
     let i = c.lstat(path).map_err(|e| err(path, e))?;
     if i.attr.kind == FileKind::Dir {
-        let base = if path == "/" { "" } else { path.trim_end_matches('/') };
+        let base = if path == "/" {
+            ""
+        } else {
+            path.trim_end_matches('/')
+        };
         for e in c.readdir(path).map_err(|e| err(path, e))? {
             remove_tree(c, &format!("{base}/{}", e.name))?;
         }
@@ -223,7 +238,8 @@ pub fn rm(a: RmArgs) -> Result<(), String> {
 /// `sealfs mv SRC DST`.
 pub fn mv(a: MvArgs) -> Result<(), String> {
     let c = connect(&a.conn)?;
-    c.rename(&a.src, &a.dst, 0).map_err(|e| format!("{} -> {}: {e}", a.src, a.dst))
+    c.rename(&a.src, &a.dst, 0)
+        .map_err(|e| format!("{} -> {}: {e}", a.src, a.dst))
 }
 
 fn ids() -> (u32, u32) {
@@ -232,8 +248,13 @@ fn ids() -> (u32, u32) {
 }
 
 fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}") {
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    ) {
         pb.set_style(style);
     }
     pb.set_message(what.to_string());
@@ -248,7 +269,13 @@ pub fn put(a: CopyArgs) -> Result<(), String> {
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let (uid, gid) = ids();
     let ino = c
-        .open(&remote, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644, uid, gid)
+        .open(
+            &remote,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o644,
+            uid,
+            gid,
+        )
         .map_err(|e| err(&remote, e))?
         .attr
         .ino;
@@ -261,7 +288,8 @@ pub fn put(a: CopyArgs) -> Result<(), String> {
         if n == 0 {
             break;
         }
-        c.write_at(&remote, ino, off, &buf[..n]).map_err(|e| err(&remote, e))?;
+        c.write_at(&remote, ino, off, &buf[..n])
+            .map_err(|e| err(&remote, e))?;
         off += n as u64;
         pb.set_position(off);
     }
@@ -294,15 +322,19 @@ pub fn get(a: CopyArgs) -> Result<(), String> {
     let pb = progress(i.attr.size, "get");
     let mut off = 0u64;
     loop {
-        let data = c.read_at(&remote, i.attr.ino, off, step).map_err(|e| err(&remote, e))?;
+        let data = c
+            .read_at(&remote, i.attr.ino, off, step)
+            .map_err(|e| err(&remote, e))?;
         if data.is_empty() {
             break;
         }
-        out.write_all(&data).map_err(|e| format!("{}: {e}", a.to.display()))?;
+        out.write_all(&data)
+            .map_err(|e| format!("{}: {e}", a.to.display()))?;
         off += data.len() as u64;
         pb.set_position(off);
     }
-    out.sync_all().map_err(|e| format!("{}: {e}", a.to.display()))?;
+    out.sync_all()
+        .map_err(|e| format!("{}: {e}", a.to.display()))?;
     pb.finish_and_clear();
     Ok(())
 }

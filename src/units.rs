@@ -18,7 +18,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 1),
     };
     let n: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("size too large: {s:?}"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
 /// `500ms`, `3s`, `2m`, or a bare number of seconds.
@@ -29,12 +30,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return n.parse().map(Duration::from_millis).map_err(|_| bad());
     }
     if let Some(n) = s.strip_suffix('s') {
-        return n.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64).ok_or_else(bad);
+        return n
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(bad);
     }
     if let Some(n) = s.strip_suffix('m') {
-        return n.parse::<u64>().map(|m| Duration::from_secs(m * 60)).map_err(|_| bad());
+        return n
+            .parse::<u64>()
+            .map(|m| Duration::from_secs(m * 60))
+            .map_err(|_| bad());
     }
-    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64).ok_or_else(bad)
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -23,13 +23,25 @@ fn up(dir: &std::path::Path, port: u16) -> (Child, String) {
     let out = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("SEALFS_MANAGER=").unwrap_or_else(|| panic!("up printed {line:?}")).to_string();
+    let addr = line
+        .trim()
+        .strip_prefix("SEALFS_MANAGER=")
+        .unwrap_or_else(|| panic!("up printed {line:?}"))
+        .to_string();
     (child, addr)
 }
 
 fn run(addr: &str, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(sealfs_bin()).args(args).env("SEALFS_MANAGER", addr).output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    let o = Command::new(sealfs_bin())
+        .args(args)
+        .env("SEALFS_MANAGER", addr)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 fn terminate(mut child: Child) {
@@ -47,14 +59,21 @@ fn up_status_and_debug_commands() {
     assert_eq!(addr, format!("127.0.0.1:{port}"));
     let (ok, out, _) = run(&addr, &["status"]);
     assert!(ok, "status: {out}");
-    assert_eq!(out.lines().filter(|l| l.ends_with(" up")).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" up")).count(),
+        3,
+        "{out}"
+    );
 
     let local = dir.path().join("in.bin");
     let mut data = vec![0u8; 3 << 20];
     rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut data);
     std::fs::write(&local, &data).unwrap();
     assert!(run(&addr, &["mkdir", "-p", "/p/q/r"]).0);
-    assert!(run(&addr, &["mkdir", "-p", "/p/q/r"]).0, "mkdir -p of an existing dir succeeds");
+    assert!(
+        run(&addr, &["mkdir", "-p", "/p/q/r"]).0,
+        "mkdir -p of an existing dir succeeds"
+    );
     let (ok, _, err) = run(&addr, &["mkdir", "/p"]);
     assert!(!ok && err.contains("File exists"), "{err}");
     let (ok, _, err) = run(&addr, &["put", local.to_str().unwrap(), "/p/q/r/file"]);
@@ -64,18 +83,27 @@ fn up_status_and_debug_commands() {
     assert!(ok, "{err}");
     assert!(std::fs::read(&back).unwrap() == data);
     let (ok, out, _) = run(&addr, &["ls", "/p/q/r"]);
-    assert!(ok && out.contains("file") && out.contains(&(3 << 20).to_string()), "{out}");
+    assert!(
+        ok && out.contains("file") && out.contains(&(3 << 20).to_string()),
+        "{out}"
+    );
     let (ok, out, _) = run(&addr, &["stat", "/p/q/r/file"]);
     assert!(ok && out.contains("Size: 3145728"), "{out}");
     assert!(run(&addr, &["mv", "/p/q/r/file", "/p/moved"]).0);
     let (ok, out, _) = run(&addr, &["cat", "/p/moved"]);
-    assert!(ok && out.len() > 0);
+    assert!(ok && !out.is_empty());
     let (ok, _, err) = run(&addr, &["stat", "/p/q/r/file"]);
     assert!(!ok && err.contains("No such file or directory"), "{err}");
     let (ok, _, err) = run(&addr, &["rm", "/p"]);
     assert!(!ok && err.contains("Directory not empty"), "{err}");
     std::fs::write(dir.path().join("small"), b"keep me").unwrap();
-    assert!(run(&addr, &["put", dir.path().join("small").to_str().unwrap(), "/keep"]).0);
+    assert!(
+        run(
+            &addr,
+            &["put", dir.path().join("small").to_str().unwrap(), "/keep"]
+        )
+        .0
+    );
     assert!(run(&addr, &["rm", "-r", "/p"]).0);
     let (_, out, _) = run(&addr, &["ls", "/"]);
     assert!(!out.contains(" p\n") && out.contains("keep"), "{out}");
@@ -83,7 +111,10 @@ fn up_status_and_debug_commands() {
     terminate(child);
     // the cluster is gone: status fails with a clear message
     let (ok, _, err) = run(&addr, &["status"]);
-    assert!(!ok && err.contains("cannot reach the SealFS manager"), "{err}");
+    assert!(
+        !ok && err.contains("cannot reach the SealFS manager"),
+        "{err}"
+    );
 
     // same directory: same files
     let (child, addr) = up(dir.path(), port);
@@ -94,11 +125,22 @@ fn up_status_and_debug_commands() {
 
 #[test]
 fn bad_arguments_get_clear_errors() {
-    let o = Command::new(sealfs_bin()).args(["status", "--manager", "127.0.0.1:1"]).output().unwrap();
+    let o = Command::new(sealfs_bin())
+        .args(["status", "--manager", "127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the SealFS manager at 127.0.0.1:1"));
-    let o = Command::new(sealfs_bin()).args(["manager", "--dir", "/tmp/x", "--chunk-size", "9G"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("cannot reach the SealFS manager at 127.0.0.1:1"));
+    let o = Command::new(sealfs_bin())
+        .args(["manager", "--dir", "/tmp/x", "--chunk-size", "9G"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    let o = Command::new(sealfs_bin()).args(["ls", "relative/path"]).env("SEALFS_MANAGER", "127.0.0.1:1").output().unwrap();
+    let o = Command::new(sealfs_bin())
+        .args(["ls", "relative/path"])
+        .env("SEALFS_MANAGER", "127.0.0.1:1")
+        .output()
+        .unwrap();
     assert!(!o.status.success());
 }

@@ -17,7 +17,20 @@ fn one_client_writes_another_reads() {
     a.mkdir("/x", 0o755, uid, gid).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut files = Vec::new();
-    for (i, len) in [0usize, 1, 4095, 4096, 65536, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20].iter().enumerate() {
+    for (i, len) in [
+        0usize,
+        1,
+        4095,
+        4096,
+        65536,
+        (1 << 20) - 1,
+        1 << 20,
+        (1 << 20) + 1,
+        3 << 20,
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut d = vec![0u8; *len];
         rng.fill_bytes(&mut d);
         let p = format!("/x/f{i}");
@@ -49,7 +62,11 @@ fn threads_write_distinct_files_and_one_shared_file() {
     let c = Arc::new(cl.client());
     let (uid, gid) = ids();
     c.mkdir("/t", 0o755, uid, gid).unwrap();
-    let shared = c.open("/t/shared", libc::O_CREAT | libc::O_WRONLY, 0o644, uid, gid).unwrap().attr.ino;
+    let shared = c
+        .open("/t/shared", libc::O_CREAT | libc::O_WRONLY, 0o644, uid, gid)
+        .unwrap()
+        .attr
+        .ino;
     let threads = 8;
     let per = 50;
     let block = 8192usize;
@@ -59,10 +76,12 @@ fn threads_write_distinct_files_and_one_shared_file() {
             std::thread::spawn(move || {
                 for i in 0..per {
                     let p = format!("/t/f{t}_{i}");
-                    c.write_file(&p, format!("{t}:{i}").as_bytes(), 0o644).unwrap();
+                    c.write_file(&p, format!("{t}:{i}").as_bytes(), 0o644)
+                        .unwrap();
                 }
                 let data = vec![t as u8 + 1; block];
-                c.write_at("/t/shared", shared, (t * block) as u64, &data).unwrap();
+                c.write_at("/t/shared", shared, (t * block) as u64, &data)
+                    .unwrap();
             })
         })
         .collect();
@@ -87,12 +106,20 @@ fn threads_write_distinct_files_and_one_shared_file() {
     assert_eq!(names.len(), threads * per + 1);
     for t in 0..threads {
         for i in 0..per {
-            assert_eq!(other.read_file(&format!("/t/f{t}_{i}")).unwrap(), format!("{t}:{i}").as_bytes());
+            assert_eq!(
+                other.read_file(&format!("/t/f{t}_{i}")).unwrap(),
+                format!("{t}:{i}").as_bytes()
+            );
         }
     }
     let s = other.read_file("/t/shared").unwrap();
     assert_eq!(s.len(), threads * block);
     for t in 0..threads {
-        assert!(s[t * block..(t + 1) * block].iter().all(|&b| b == t as u8 + 1), "block {t}");
+        assert!(
+            s[t * block..(t + 1) * block]
+                .iter()
+                .all(|&b| b == t as u8 + 1),
+            "block {t}"
+        );
     }
 }

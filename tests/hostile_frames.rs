@@ -7,7 +7,9 @@ mod common;
 use common::{Cluster, Opts};
 use rand::{RngCore, SeedableRng};
 use sealfs_proto::frame::{decode_payload, encode_frame};
-use sealfs_proto::{Envelope, Errno, FrameHeader, FrameKind, Reply, Request, FRAME_HEADER_LEN, PROTO_VERSION};
+use sealfs_proto::{
+    Envelope, Errno, FrameHeader, FrameKind, Reply, Request, FRAME_HEADER_LEN, PROTO_VERSION,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -68,7 +70,16 @@ fn hostile_frames_are_refused_and_the_server_keeps_serving() {
     // 2. a truncated frame, then the client goes away
     let mut s = conn(&addr);
     let mut f = Vec::new();
-    encode_frame(FrameKind::Request, 1, &Envelope { epoch: 0, req: Request::StatFs }, &mut f).unwrap();
+    encode_frame(
+        FrameKind::Request,
+        1,
+        &Envelope {
+            epoch: 0,
+            req: Request::StatFs,
+        },
+        &mut f,
+    )
+    .unwrap();
     s.write_all(&f[..f.len() - 1]).unwrap();
     drop(s);
 
@@ -95,23 +106,100 @@ fn hostile_frames_are_refused_and_the_server_keeps_serving() {
     bad[5] = 0;
     bad[6..14].copy_from_slice(&9u64.to_le_bytes());
     let (_, p) = raw_call(&mut s, 9, &bad);
-    assert_eq!(decode_payload::<Reply>(&p).unwrap(), Reply::Err(Errno::EPROTO));
+    assert_eq!(
+        decode_payload::<Reply>(&p).unwrap(),
+        Reply::Err(Errno::EPROTO)
+    );
 
     // 5. well-formed but out-of-range requests on the same connection
     let e = map.epoch;
-    let r = request(&mut s, 10, e, Request::Read { ino: 5, chunk: 0, offset: 0, len: u32::MAX });
-    assert!(matches!(r, Reply::Err(Errno::EINVAL) | Reply::StaleEpoch { .. }), "{r:?}");
-    let r = request(&mut s, 11, e, Request::GetAttr { path: "/a/../../etc/passwd".into() });
-    assert!(matches!(r, Reply::Err(Errno::EINVAL) | Reply::StaleEpoch { .. }), "{r:?}");
-    let r = request(&mut s, 12, e, Request::GetAttr { path: format!("/{}", "x".repeat(300)) });
-    assert!(matches!(r, Reply::Err(Errno::ENAMETOOLONG) | Reply::StaleEpoch { .. }), "{r:?}");
-    let r = request(&mut s, 13, e, Request::GetAttr { path: "relative".into() });
-    assert!(matches!(r, Reply::Err(Errno::EINVAL) | Reply::StaleEpoch { .. }), "{r:?}");
-    let r = request(&mut s, 14, e, Request::Write { ino: 5, chunk: 0, offset: u32::MAX - 2, data: vec![1; 10] });
-    assert!(matches!(r, Reply::Err(Errno::EINVAL) | Reply::StaleEpoch { .. }), "{r:?}");
-    let r = request(&mut s, 15, 0, Request::Register { uuid: "x".into(), addr: "y".into() });
-    assert_eq!(r, Reply::Err(Errno::EINVAL), "cluster messages are the manager's");
-    assert!(matches!(request(&mut s, 16, e, Request::StatFs), Reply::StatFs(_)));
+    let r = request(
+        &mut s,
+        10,
+        e,
+        Request::Read {
+            ino: 5,
+            chunk: 0,
+            offset: 0,
+            len: u32::MAX,
+        },
+    );
+    assert!(
+        matches!(r, Reply::Err(Errno::EINVAL) | Reply::StaleEpoch { .. }),
+        "{r:?}"
+    );
+    let r = request(
+        &mut s,
+        11,
+        e,
+        Request::GetAttr {
+            path: "/a/../../etc/passwd".into(),
+        },
+    );
+    assert!(
+        matches!(r, Reply::Err(Errno::EINVAL) | Reply::StaleEpoch { .. }),
+        "{r:?}"
+    );
+    let r = request(
+        &mut s,
+        12,
+        e,
+        Request::GetAttr {
+            path: format!("/{}", "x".repeat(300)),
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Reply::Err(Errno::ENAMETOOLONG) | Reply::StaleEpoch { .. }
+        ),
+        "{r:?}"
+    );
+    let r = request(
+        &mut s,
+        13,
+        e,
+        Request::GetAttr {
+            path: "relative".into(),
+        },
+    );
+    assert!(
+        matches!(r, Reply::Err(Errno::EINVAL) | Reply::StaleEpoch { .. }),
+        "{r:?}"
+    );
+    let r = request(
+        &mut s,
+        14,
+        e,
+        Request::Write {
+            ino: 5,
+            chunk: 0,
+            offset: u32::MAX - 2,
+            data: vec![1; 10],
+        },
+    );
+    assert!(
+        matches!(r, Reply::Err(Errno::EINVAL) | Reply::StaleEpoch { .. }),
+        "{r:?}"
+    );
+    let r = request(
+        &mut s,
+        15,
+        0,
+        Request::Register {
+            uuid: "x".into(),
+            addr: "y".into(),
+        },
+    );
+    assert_eq!(
+        r,
+        Reply::Err(Errno::EINVAL),
+        "cluster messages are the manager's"
+    );
+    assert!(matches!(
+        request(&mut s, 16, e, Request::StatFs),
+        Reply::StatFs(_)
+    ));
 
     // the manager port refuses junk the same way
     let mut s = conn(&cl.manager_addr());

@@ -24,15 +24,26 @@ fn count_files(dir: &std::path::Path) -> usize {
 
 #[test]
 fn striped_64mib_file_round_trips() {
-    let cl = Cluster::start(Opts { sync: "none", ..Opts::default() });
+    let cl = Cluster::start(Opts {
+        sync: "none",
+        ..Opts::default()
+    });
     let c = cl.client();
     let (uid, gid) = ids();
     let mut data = vec![0u8; 64 << 20];
     rand::rngs::StdRng::seed_from_u64(64).fill_bytes(&mut data);
     let want = Sha256::digest(&data);
-    let ino = c.open("/big", libc::O_CREAT | libc::O_WRONLY, 0o644, uid, gid).unwrap().attr.ino;
+    let ino = c
+        .open("/big", libc::O_CREAT | libc::O_WRONLY, 0o644, uid, gid)
+        .unwrap()
+        .attr
+        .ino;
     for (i, part) in data.chunks(16 << 20).enumerate() {
-        assert_eq!(c.write_at("/big", ino, (i * (16 << 20)) as u64, part).unwrap(), part.len());
+        assert_eq!(
+            c.write_at("/big", ino, (i * (16 << 20)) as u64, part)
+                .unwrap(),
+            part.len()
+        );
     }
     c.fsync("/big", ino).unwrap();
     assert_eq!(c.lstat("/big").unwrap().attr.size, 64 << 20);
@@ -62,8 +73,13 @@ fn striped_64mib_file_round_trips() {
     c.truncate("/big", 5 << 20).unwrap();
     let grown = c.read_file("/big").unwrap();
     assert_eq!(grown.len(), 5 << 20);
-    assert!(grown[1000..].iter().all(|&b| b == 0), "bytes past a truncate must read as zeros");
+    assert!(
+        grown[1000..].iter().all(|&b| b == 0),
+        "bytes past a truncate must read as zeros"
+    );
     c.unlink("/big").unwrap();
-    let left: usize = (1..=3).map(|i| count_files(&cl.server_dir(i).join("data"))).sum();
+    let left: usize = (1..=3)
+        .map(|i| count_files(&cl.server_dir(i).join("data")))
+        .sum();
     assert_eq!(left, 0, "unlink left chunk files behind");
 }

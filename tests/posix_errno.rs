@@ -56,7 +56,9 @@ impl Local {
     }
     fn check(r: libc::c_int) -> Result<libc::c_int, String> {
         if r < 0 {
-            Err(errname(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)))
+            Err(errname(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ))
         } else {
             Ok(r)
         }
@@ -66,27 +68,44 @@ impl Local {
         // buffers that outlive the calls.
         unsafe {
             match op {
-                Op::Mkdir(p) => Self::check(libc::mkdir(self.c(p).as_ptr(), 0o755)).map(|_| Out::Done),
+                Op::Mkdir(p) => {
+                    Self::check(libc::mkdir(self.c(p).as_ptr(), 0o755)).map(|_| Out::Done)
+                }
                 Op::Rmdir(p) => Self::check(libc::rmdir(self.c(p).as_ptr())).map(|_| Out::Done),
-                Op::Create(p, excl) => self.open_close(p, libc::O_CREAT | libc::O_WRONLY | if *excl { libc::O_EXCL } else { 0 }),
-                Op::CreateOwned(p, excl) => self.open_close(p, libc::O_CREAT | libc::O_WRONLY | if *excl { libc::O_EXCL } else { 0 }),
+                Op::Create(p, excl) => self.open_close(
+                    p,
+                    libc::O_CREAT | libc::O_WRONLY | if *excl { libc::O_EXCL } else { 0 },
+                ),
+                Op::CreateOwned(p, excl) => self.open_close(
+                    p,
+                    libc::O_CREAT | libc::O_WRONLY | if *excl { libc::O_EXCL } else { 0 },
+                ),
                 Op::Open(p, fl) => self.open_close(p, *fl),
                 Op::Write(p, off, d) => {
                     let fd = Self::check(libc::open(self.c(p).as_ptr(), libc::O_WRONLY))?;
-                    let r = Self::check(libc::pwrite(fd, d.as_ptr().cast(), d.len(), *off as i64) as i32);
+                    let r = Self::check(
+                        libc::pwrite(fd, d.as_ptr().cast(), d.len(), *off as i64) as i32
+                    );
                     libc::close(fd);
                     r.map(|_| Out::Done)
                 }
                 Op::Read(p, off, len) => {
                     let fd = Self::check(libc::open(self.c(p).as_ptr(), libc::O_RDONLY))?;
                     let mut buf = vec![0u8; *len];
-                    let r = Self::check(libc::pread(fd, buf.as_mut_ptr().cast(), *len, *off as i64) as i32);
+                    let r = Self::check(
+                        libc::pread(fd, buf.as_mut_ptr().cast(), *len, *off as i64) as i32,
+                    );
                     libc::close(fd);
                     r.map(|n| Out::Bytes(buf[..n as usize].to_vec()))
                 }
-                Op::Truncate(p, s) => Self::check(libc::truncate(self.c(p).as_ptr(), *s as i64)).map(|_| Out::Done),
+                Op::Truncate(p, s) => {
+                    Self::check(libc::truncate(self.c(p).as_ptr(), *s as i64)).map(|_| Out::Done)
+                }
                 Op::Unlink(p) => Self::check(libc::unlink(self.c(p).as_ptr())).map(|_| Out::Done),
-                Op::Rename(a, b) => Self::check(libc::rename(self.c(a).as_ptr(), self.c(b).as_ptr())).map(|_| Out::Done),
+                Op::Rename(a, b) => {
+                    Self::check(libc::rename(self.c(a).as_ptr(), self.c(b).as_ptr()))
+                        .map(|_| Out::Done)
+                }
                 Op::RenameNoReplace(a, b) => Self::check(libc::renameat2(
                     libc::AT_FDCWD,
                     self.c(a).as_ptr(),
@@ -100,7 +119,9 @@ impl Local {
                 Op::ReadDir(p) => {
                     let rd = std::fs::read_dir(format!("{}{}", self.root.path().display(), p))
                         .map_err(|e| errname(e.raw_os_error().unwrap_or(0)))?;
-                    let mut v: Vec<String> = rd.map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+                    let mut v: Vec<String> = rd
+                        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                        .collect();
                     v.sort();
                     Ok(Out::Names(v))
                 }
@@ -111,16 +132,23 @@ impl Local {
                 Op::Readlink(p) => {
                     let mut buf = vec![0u8; 4096];
                     let n = libc::readlink(self.c(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len());
-                    Self::check(n as i32).map(|n| Out::Text(String::from_utf8_lossy(&buf[..n as usize]).into()))
+                    Self::check(n as i32)
+                        .map(|n| Out::Text(String::from_utf8_lossy(&buf[..n as usize]).into()))
                 }
-                Op::Chmod(p, m) => Self::check(libc::chmod(self.c(p).as_ptr(), *m)).map(|_| Out::Done),
+                Op::Chmod(p, m) => {
+                    Self::check(libc::chmod(self.c(p).as_ptr(), *m)).map(|_| Out::Done)
+                }
             }
         }
     }
     fn open_close(&self, p: &str, flags: i32) -> Res {
         // SAFETY: valid path, fd closed right after.
         unsafe {
-            let fd = Self::check(libc::open(self.c(p).as_ptr(), flags | libc::O_CLOEXEC, 0o644))?;
+            let fd = Self::check(libc::open(
+                self.c(p).as_ptr(),
+                flags | libc::O_CLOEXEC,
+                0o644,
+            ))?;
             libc::close(fd);
         }
         Ok(Out::Done)
@@ -130,8 +158,19 @@ impl Local {
             .map_err(|e| errname(e.raw_os_error().unwrap_or(0)))?;
         use std::os::unix::fs::MetadataExt;
         let ft = m.file_type();
-        let kind = if ft.is_dir() { "dir" } else if ft.is_symlink() { "symlink" } else { "file" };
-        Ok(Out::Stat(kind, if ft.is_dir() { None } else { Some(m.len()) }, m.nlink(), m.mode() & 0o7777))
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else {
+            "file"
+        };
+        Ok(Out::Stat(
+            kind,
+            if ft.is_dir() { None } else { Some(m.len()) },
+            m.nlink(),
+            m.mode() & 0o7777,
+        ))
     }
 }
 
@@ -141,32 +180,71 @@ fn remote(c: &Client, op: &Op) -> Res {
     match op {
         Op::Mkdir(p) => c.mkdir(p, 0o755, uid, gid).map(|_| Out::Done).map_err(e),
         Op::Rmdir(p) => c.rmdir(p).map(|_| Out::Done).map_err(e),
-        Op::Create(p, excl) => c.open(p, libc::O_CREAT | libc::O_WRONLY | if *excl { libc::O_EXCL } else { 0 }, 0o644, uid, gid).map(|_| Out::Done).map_err(e),
-        Op::CreateOwned(p, excl) => c.open(p, libc::O_CREAT | libc::O_WRONLY | if *excl { libc::O_EXCL } else { 0 }, 0o644, uid, gid).map(|_| Out::Done).map_err(e),
-        Op::Open(p, fl) => c.open(p, *fl, 0o644, uid, gid).map(|_| Out::Done).map_err(e),
+        Op::Create(p, excl) => c
+            .open(
+                p,
+                libc::O_CREAT | libc::O_WRONLY | if *excl { libc::O_EXCL } else { 0 },
+                0o644,
+                uid,
+                gid,
+            )
+            .map(|_| Out::Done)
+            .map_err(e),
+        Op::CreateOwned(p, excl) => c
+            .open(
+                p,
+                libc::O_CREAT | libc::O_WRONLY | if *excl { libc::O_EXCL } else { 0 },
+                0o644,
+                uid,
+                gid,
+            )
+            .map(|_| Out::Done)
+            .map_err(e),
+        Op::Open(p, fl) => c
+            .open(p, *fl, 0o644, uid, gid)
+            .map(|_| Out::Done)
+            .map_err(e),
         Op::Write(p, off, d) => {
             let i = c.open(p, libc::O_WRONLY, 0, uid, gid).map_err(e)?;
-            c.write_at(p, i.attr.ino, *off, d).map(|_| Out::Done).map_err(e)
+            c.write_at(p, i.attr.ino, *off, d)
+                .map(|_| Out::Done)
+                .map_err(e)
         }
         Op::Read(p, off, len) => {
             let i = c.open(p, libc::O_RDONLY, 0, uid, gid).map_err(e)?;
-            c.read_at(p, i.attr.ino, *off, *len).map(Out::Bytes).map_err(e)
+            c.read_at(p, i.attr.ino, *off, *len)
+                .map(Out::Bytes)
+                .map_err(e)
         }
         Op::Truncate(p, s) => c.truncate(p, *s).map(|_| Out::Done).map_err(e),
         Op::Unlink(p) => c.unlink(p).map(|_| Out::Done).map_err(e),
         Op::Rename(a, b) => c.rename(a, b, 0).map(|_| Out::Done).map_err(e),
-        Op::RenameNoReplace(a, b) => c.rename(a, b, libc::RENAME_NOREPLACE).map(|_| Out::Done).map_err(e),
+        Op::RenameNoReplace(a, b) => c
+            .rename(a, b, libc::RENAME_NOREPLACE)
+            .map(|_| Out::Done)
+            .map_err(e),
         Op::Stat(p) => rstat(c, p),
         Op::StatOwned(p) => rstat(c, p),
         Op::ReadDir(p) => {
-            let mut v: Vec<String> = c.readdir(p).map_err(e)?.into_iter().map(|d| d.name).collect();
+            let mut v: Vec<String> = c
+                .readdir(p)
+                .map_err(e)?
+                .into_iter()
+                .map(|d| d.name)
+                .collect();
             v.sort();
             Ok(Out::Names(v))
         }
         Op::Symlink(t, p) => c.symlink(t, p, uid, gid).map(|_| Out::Done).map_err(e),
         Op::Readlink(p) => c.readlink(p).map(Out::Text).map_err(e),
         Op::Chmod(p, m) => c
-            .setattr(p, sealfs_proto::SetAttr { mode: Some(*m), ..Default::default() })
+            .setattr(
+                p,
+                sealfs_proto::SetAttr {
+                    mode: Some(*m),
+                    ..Default::default()
+                },
+            )
             .map(|_| Out::Done)
             .map_err(e),
     }
@@ -179,11 +257,22 @@ fn rstat(c: &Client, p: &str) -> Res {
         FileKind::Symlink => "symlink",
         FileKind::File => "file",
     };
-    Ok(Out::Stat(kind, if kind == "dir" { None } else { Some(i.attr.size) }, i.attr.nlink as u64, i.attr.mode))
+    Ok(Out::Stat(
+        kind,
+        if kind == "dir" {
+            None
+        } else {
+            Some(i.attr.size)
+        },
+        i.attr.nlink as u64,
+        i.attr.mode,
+    ))
 }
 
 fn compare(c: &Client, ops: &[Op]) {
-    let local = Local { root: tempfile::tempdir().unwrap() };
+    let local = Local {
+        root: tempfile::tempdir().unwrap(),
+    };
     // the umask shapes the local modes; the client gets modes as given
     // SAFETY: umask only changes this process's mask.
     unsafe { libc::umask(0o022) };
@@ -195,7 +284,13 @@ fn compare(c: &Client, ops: &[Op]) {
             bad.push(format!("#{i} {op:?}: linux {want:?}, sealfs {got:?}"));
         }
     }
-    assert!(bad.is_empty(), "{} of {} operations differ from Linux:\n{}", bad.len(), ops.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} operations differ from Linux:\n{}",
+        bad.len(),
+        ops.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]

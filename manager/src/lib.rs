@@ -42,12 +42,14 @@ struct Manager {
 }
 
 impl Handler for Manager {
-    fn handle(self: Arc<Self>, env: Envelope) -> impl std::future::Future<Output = Reply> + Send {
-        async move {
+    async fn handle(self: Arc<Self>, env: Envelope) -> Reply {
+        {
             let m = &self.members;
             let res = match env.req {
                 Request::GetMap => Ok(Reply::Map(m.map())),
-                Request::Register { uuid, addr } => m.register(&uuid, &addr).map(|(id, map)| Reply::Registered { id, map }),
+                Request::Register { uuid, addr } => m
+                    .register(&uuid, &addr)
+                    .map(|(id, map)| Reply::Registered { id, map }),
                 Request::Heartbeat { id } => m.heartbeat(id).map(Reply::Map),
                 other => {
                     tracing::debug!("manager got a {} request", other.name());
@@ -82,7 +84,9 @@ pub async fn run_async(cfg: ManagerConfig) -> Result<(), ManagerError> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| ManagerError::Bind(cfg.listen.clone(), e))?;
-    let addr = listener.local_addr().map_err(|e| ManagerError::Bind(cfg.listen.clone(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ManagerError::Bind(cfg.listen.clone(), e))?;
     let map = members.map();
     tracing::info!(
         "manager listening on {addr}: {} known servers, epoch {}, chunk size {}",

@@ -59,8 +59,16 @@ pub struct Membership {
 impl Membership {
     /// Opens (or starts) the state in `dir`. Members loaded from disk start
     /// down until they heartbeat.
-    pub fn open(dir: &Path, chunk_size: u32, vnodes: u32, timeout: Duration) -> Result<Self, ManagerError> {
-        let state_err = |source| ManagerError::State { path: dir.to_path_buf(), source };
+    pub fn open(
+        dir: &Path,
+        chunk_size: u32,
+        vnodes: u32,
+        timeout: Duration,
+    ) -> Result<Self, ManagerError> {
+        let state_err = |source| ManagerError::State {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(state_err)?;
         let path = dir.join(STATE_FILE);
         let map = match std::fs::read(&path) {
@@ -68,8 +76,8 @@ impl Membership {
                 let body = bytes
                     .strip_prefix(STATE_MAGIC.as_slice())
                     .ok_or_else(|| ManagerError::Corrupt(path.clone(), "bad magic".into()))?;
-                let p: Persisted =
-                    postcard::from_bytes(body).map_err(|e| ManagerError::Corrupt(path.clone(), e.to_string()))?;
+                let p: Persisted = postcard::from_bytes(body)
+                    .map_err(|e| ManagerError::Corrupt(path.clone(), e.to_string()))?;
                 let mut map = p.map;
                 if map.chunk_size != chunk_size {
                     tracing::warn!(
@@ -97,10 +105,20 @@ impl Membership {
             Err(e) => return Err(ManagerError::State { path, source: e }),
         };
         if map.chunk_size == 0 || map.chunk_size > sealfs_proto::frame::MAX_CHUNK_SIZE {
-            return Err(ManagerError::Corrupt(path, format!("chunk size {} out of range", map.chunk_size)));
+            return Err(ManagerError::Corrupt(
+                path,
+                format!("chunk size {} out of range", map.chunk_size),
+            ));
         }
         let n = map.servers.len();
-        let m = Membership { path, timeout, inner: Mutex::new(Inner { map, last_seen: vec![None; n] }) };
+        let m = Membership {
+            path,
+            timeout,
+            inner: Mutex::new(Inner {
+                map,
+                last_seen: vec![None; n],
+            }),
+        };
         m.persist(&m.inner.lock().map)?;
         Ok(m)
     }
@@ -131,7 +149,12 @@ impl Membership {
             }
             None => {
                 let id = ServerId(g.map.servers.iter().map(|s| s.id.0).max().unwrap_or(0) + 1);
-                g.map.servers.push(ServerInfo { id, uuid: uuid.to_string(), addr: addr.to_string(), state: ServerState::Up });
+                g.map.servers.push(ServerInfo {
+                    id,
+                    uuid: uuid.to_string(),
+                    addr: addr.to_string(),
+                    state: ServerState::Up,
+                });
                 g.last_seen.push(None);
                 g.map.epoch += 1;
                 tracing::info!("server {id} joined at {addr}");
@@ -149,7 +172,12 @@ impl Membership {
     /// which tells the server to register again.
     pub fn heartbeat(&self, id: ServerId) -> Result<ClusterMap, ManagerError> {
         let mut g = self.inner.lock();
-        let i = g.map.servers.iter().position(|s| s.id == id).ok_or(ManagerError::Errno(Errno::ENOENT))?;
+        let i = g
+            .map
+            .servers
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or(ManagerError::Errno(Errno::ENOENT))?;
         g.last_seen[i] = Some(Instant::now());
         if g.map.servers[i].state != ServerState::Up {
             g.map.servers[i].state = ServerState::Up;
@@ -167,11 +195,18 @@ impl Membership {
         let mut changed = false;
         let Inner { map, last_seen } = &mut *g;
         for (s, seen) in map.servers.iter_mut().zip(last_seen.iter()) {
-            let silent = seen.map(|t| now.duration_since(t) > self.timeout).unwrap_or(true);
+            let silent = seen
+                .map(|t| now.duration_since(t) > self.timeout)
+                .unwrap_or(true);
             if s.state == ServerState::Up && silent {
                 s.state = ServerState::Down;
                 changed = true;
-                tracing::warn!("server {} at {} missed heartbeats for {:?}: down", s.id, s.addr, self.timeout);
+                tracing::warn!(
+                    "server {} at {} missed heartbeats for {:?}: down",
+                    s.id,
+                    s.addr,
+                    self.timeout
+                );
             }
         }
         if changed {
@@ -182,7 +217,10 @@ impl Membership {
     }
 
     fn persist(&self, map: &ClusterMap) -> Result<(), ManagerError> {
-        let err = |source| ManagerError::State { path: self.path.clone(), source };
+        let err = |source| ManagerError::State {
+            path: self.path.clone(),
+            source,
+        };
         let mut bytes = STATE_MAGIC.to_vec();
         let body = postcard::to_stdvec(&Persisted { map: map.clone() })
             .map_err(|e| err(std::io::Error::other(e.to_string())))?;
@@ -193,7 +231,9 @@ impl Membership {
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(err)?;
         if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
         }
         Ok(())
     }
@@ -226,7 +266,10 @@ mod tests {
         assert_eq!(map.server(a).unwrap().addr, "127.0.0.1:3");
         let up = m.heartbeat(b).unwrap();
         assert_eq!(up.server(b).unwrap().state, ServerState::Up);
-        assert!(matches!(m.heartbeat(ServerId(99)), Err(ManagerError::Errno(Errno::ENOENT))));
+        assert!(matches!(
+            m.heartbeat(ServerId(99)),
+            Err(ManagerError::Errno(Errno::ENOENT))
+        ));
     }
 
     #[test]

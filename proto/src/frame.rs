@@ -83,7 +83,11 @@ impl FrameHeader {
         };
         let mut id = [0u8; 8];
         id.copy_from_slice(&b[6..14]);
-        Ok(FrameHeader { len, kind, id: u64::from_le_bytes(id) })
+        Ok(FrameHeader {
+            len,
+            kind,
+            id: u64::from_le_bytes(id),
+        })
     }
 
     /// Bytes of payload that follow the header.
@@ -129,7 +133,12 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let env = Envelope { epoch: 7, req: Request::GetAttr { path: "/a/b".into() } };
+        let env = Envelope {
+            epoch: 7,
+            req: Request::GetAttr {
+                path: "/a/b".into(),
+            },
+        };
         let mut out = Vec::new();
         encode_frame(FrameKind::Request, 42, &env, &mut out).unwrap();
         let hdr: [u8; FRAME_HEADER_LEN] = out[..FRAME_HEADER_LEN].try_into().unwrap();

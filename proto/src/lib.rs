@@ -18,6 +18,8 @@ pub mod path;
 pub mod placement;
 
 pub use errno::Errno;
-pub use frame::{FrameError, FrameHeader, FrameKind, FRAME_HEADER_LEN, MAX_FRAME_LEN, PROTO_VERSION};
+pub use frame::{
+    FrameError, FrameHeader, FrameKind, FRAME_HEADER_LEN, MAX_FRAME_LEN, PROTO_VERSION,
+};
 pub use msg::*;
 pub use placement::{ClusterMap, Ring, ServerId, ServerInfo, ServerState};

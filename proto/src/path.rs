@@ -115,8 +115,14 @@ mod tests {
         assert_eq!(normalize("/a/..").unwrap(), "/");
         assert_eq!(normalize("a"), Err(Errno::EINVAL));
         assert_eq!(normalize(""), Err(Errno::ENOENT));
-        assert_eq!(normalize(&format!("/{}", "x".repeat(255))).unwrap().len(), 256);
-        assert_eq!(normalize(&format!("/{}", "x".repeat(256))), Err(Errno::ENAMETOOLONG));
+        assert_eq!(
+            normalize(&format!("/{}", "x".repeat(255))).unwrap().len(),
+            256
+        );
+        assert_eq!(
+            normalize(&format!("/{}", "x".repeat(256))),
+            Err(Errno::ENAMETOOLONG)
+        );
         assert_eq!(normalize(&"/abc".repeat(1100)), Err(Errno::ENAMETOOLONG));
         assert_eq!(normalize("/a\0b"), Err(Errno::EINVAL));
     }

@@ -158,7 +158,8 @@ mod tests {
     fn shares(ring: &Ring, n: usize) -> HashMap<ServerId, usize> {
         let mut m = HashMap::new();
         for i in 0..n {
-            *m.entry(ring.owner_path(&format!("/dir{}/file{i}", i % 97)).unwrap()).or_default() += 1;
+            *m.entry(ring.owner_path(&format!("/dir{}/file{i}", i % 97)).unwrap())
+                .or_default() += 1;
         }
         m
     }
@@ -173,7 +174,11 @@ mod tests {
             assert_eq!(s.len(), servers as usize);
             for (id, c) in &s {
                 let dev = (*c as f64 - ideal).abs() / ideal;
-                assert!(dev < 0.06, "{servers} servers: {id} holds {c}, ideal {ideal:.0} ({:.1}% off)", dev * 100.0);
+                assert!(
+                    dev < 0.06,
+                    "{servers} servers: {id} holds {c}, ideal {ideal:.0} ({:.1}% off)",
+                    dev * 100.0
+                );
             }
             // chunks too
             let mut m: HashMap<ServerId, usize> = HashMap::new();
@@ -197,7 +202,10 @@ mod tests {
         let mut moved = 0;
         for i in 0..n {
             let p = format!("/k{i}");
-            let (a, b) = (before.owner_path(&p).unwrap(), after.owner_path(&p).unwrap());
+            let (a, b) = (
+                before.owner_path(&p).unwrap(),
+                after.owner_path(&p).unwrap(),
+            );
             if a != b {
                 // a key only ever moves to the newcomer
                 assert_eq!(b, ServerId(5), "{p} moved between old servers");
@@ -205,7 +213,11 @@ mod tests {
             }
         }
         let frac = moved as f64 / n as f64;
-        assert!((frac - 0.2).abs() < 0.03, "join moved {:.1}% (ideal 20%)", frac * 100.0);
+        assert!(
+            (frac - 0.2).abs() < 0.03,
+            "join moved {:.1}% (ideal 20%)",
+            frac * 100.0
+        );
         // leaving: only the leaver's keys move, everyone else's stay
         let without3 = Ring::new([1, 2, 4, 5].map(ServerId), DEFAULT_VNODES);
         for i in 0..n {

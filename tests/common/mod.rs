@@ -27,7 +27,12 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { servers: 3, sync: "fsync", chunk_size: "1M", heartbeat_timeout: "2s" }
+        Opts {
+            servers: 3,
+            sync: "fsync",
+            chunk_size: "1M",
+            heartbeat_timeout: "2s",
+        }
     }
 }
 
@@ -53,15 +58,28 @@ pub fn free_ports(n: u16) -> u16 {
 }
 
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).expect("log file")
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("log file")
 }
 
 impl Cluster {
     /// Starts a manager and `opts.servers` servers and waits until all serve.
     pub fn start(opts: Opts) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("sealfs-test").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("sealfs-test")
+            .tempdir()
+            .expect("tempdir");
         let port = free_ports(opts.servers + 1);
-        let mut c = Cluster { dir, port, opts: opts.clone(), manager: None, servers: Vec::new() };
+        let mut c = Cluster {
+            dir,
+            port,
+            opts: opts.clone(),
+            manager: None,
+            servers: Vec::new(),
+        };
         c.start_manager();
         for i in 1..=opts.servers {
             c.servers.push(None);
@@ -83,7 +101,12 @@ impl Cluster {
         let child = Command::new(sealfs_bin())
             .args(["manager", "--listen", &self.manager_addr(), "--dir"])
             .arg(self.dir.path().join("manager"))
-            .args(["--chunk-size", self.opts.chunk_size, "--heartbeat-timeout", self.opts.heartbeat_timeout])
+            .args([
+                "--chunk-size",
+                self.opts.chunk_size,
+                "--heartbeat-timeout",
+                self.opts.heartbeat_timeout,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file(self.dir.path(), "manager"))
@@ -95,7 +118,13 @@ impl Cluster {
     pub fn start_server(&mut self, i: u16) {
         let d = self.server_dir(i);
         let child = Command::new(sealfs_bin())
-            .args(["server", "--manager", &self.manager_addr(), "--listen", &format!("127.0.0.1:{}", self.port + i)])
+            .args([
+                "server",
+                "--manager",
+                &self.manager_addr(),
+                "--listen",
+                &format!("127.0.0.1:{}", self.port + i),
+            ])
             .arg("--meta-dir")
             .arg(d.join("meta"))
             .arg("--data-dir")
@@ -139,7 +168,13 @@ impl Cluster {
     }
 
     pub fn map(&self) -> Option<ClusterMap> {
-        let pool = TcpPool::new(self.manager_addr(), ClientConfig { io_timeout: Duration::from_secs(5), ..Default::default() });
+        let pool = TcpPool::new(
+            self.manager_addr(),
+            ClientConfig {
+                io_timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
+        );
         match pool.call(0, Request::GetMap) {
             Ok(Reply::Map(m)) => Some(m),
             _ => None,
@@ -152,13 +187,26 @@ impl Cluster {
         loop {
             if let Some(m) = self.map() {
                 if m.servers.len() == self.opts.servers as usize && m.all_up() {
-                    let cfg = ClientConfig { io_timeout: Duration::from_secs(5), ..Default::default() };
-                    if m.servers.iter().all(|s| matches!(TcpPool::new(s.addr.clone(), cfg.clone()).call(m.epoch, Request::StatFs), Ok(Reply::StatFs(_)))) {
+                    let cfg = ClientConfig {
+                        io_timeout: Duration::from_secs(5),
+                        ..Default::default()
+                    };
+                    if m.servers.iter().all(|s| {
+                        matches!(
+                            TcpPool::new(s.addr.clone(), cfg.clone())
+                                .call(m.epoch, Request::StatFs),
+                            Ok(Reply::StatFs(_))
+                        )
+                    }) {
                         return;
                     }
                 }
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "cluster did not come up; logs in {}", self.dir.path().display());
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "cluster did not come up; logs in {}",
+                self.dir.path().display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -168,11 +216,16 @@ impl Cluster {
         let t0 = Instant::now();
         loop {
             if let Some(m) = self.map() {
-                if m.servers.iter().any(|s| s.addr.ends_with(&format!(":{}", self.port + i)) && s.state == ServerState::Down) {
+                if m.servers.iter().any(|s| {
+                    s.addr.ends_with(&format!(":{}", self.port + i)) && s.state == ServerState::Down
+                }) {
                     return t0.elapsed();
                 }
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "server {i} never reported down");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "server {i} never reported down"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -191,7 +244,11 @@ impl Cluster {
 
     /// Runs the `sealfs` CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(sealfs_bin()).args(args).env("SEALFS_MANAGER", self.manager_addr()).output().expect("run sealfs")
+        Command::new(sealfs_bin())
+            .args(args)
+            .env("SEALFS_MANAGER", self.manager_addr())
+            .output()
+            .expect("run sealfs")
     }
 }
 

@@ -81,7 +81,9 @@ impl Default for ClientConfig {
 pub trait Transport: Send + Sync {
     /// Sends one request and waits for its reply.
     fn call(&self, epoch: u64, req: Request) -> Result<Reply, TransportError> {
-        self.call_many(epoch, vec![req]).pop().expect("one reply per request")
+        self.call_many(epoch, vec![req])
+            .pop()
+            .expect("one reply per request")
     }
 
     /// Sends many requests pipelined on one connection; replies come back

@@ -41,27 +41,49 @@ pub struct TcpPool {
 impl TcpPool {
     /// A pool for `addr` (`host:port`); connects lazily.
     pub fn new(addr: impl Into<String>, cfg: ClientConfig) -> Self {
-        TcpPool { addr: addr.into(), cfg, idle: Mutex::new(Vec::new()) }
+        TcpPool {
+            addr: addr.into(),
+            cfg,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     fn io_err(&self, source: std::io::Error) -> TransportError {
-        if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-            TransportError::Timeout { addr: self.addr.clone(), timeout: self.cfg.io_timeout }
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            TransportError::Timeout {
+                addr: self.addr.clone(),
+                timeout: self.cfg.io_timeout,
+            }
         } else {
-            TransportError::Io { addr: self.addr.clone(), source }
+            TransportError::Io {
+                addr: self.addr.clone(),
+                source,
+            }
         }
     }
 
     fn connect(&self) -> Result<Conn, TransportError> {
         let addrs = self.addr.to_socket_addrs().map_err(|e| self.io_err(e))?;
-        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing");
+        let mut last =
+            std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing");
         for a in addrs {
             match TcpStream::connect_timeout(&a, self.cfg.connect_timeout) {
                 Ok(stream) => {
                     stream.set_nodelay(true).map_err(|e| self.io_err(e))?;
-                    stream.set_read_timeout(Some(self.cfg.io_timeout)).map_err(|e| self.io_err(e))?;
-                    stream.set_write_timeout(Some(self.cfg.io_timeout)).map_err(|e| self.io_err(e))?;
-                    return Ok(Conn { stream, next_id: 1, buf: Vec::new() });
+                    stream
+                        .set_read_timeout(Some(self.cfg.io_timeout))
+                        .map_err(|e| self.io_err(e))?;
+                    stream
+                        .set_write_timeout(Some(self.cfg.io_timeout))
+                        .map_err(|e| self.io_err(e))?;
+                    return Ok(Conn {
+                        stream,
+                        next_id: 1,
+                        buf: Vec::new(),
+                    });
                 }
                 Err(e) => last = e,
             }
@@ -74,7 +96,13 @@ impl TcpPool {
         self.idle.lock().clear();
     }
 
-    fn run(&self, conn: &mut Conn, epoch: u64, reqs: &[Request], out: &mut Vec<Result<Reply, TransportError>>) -> Result<(), TransportError> {
+    fn run(
+        &self,
+        conn: &mut Conn,
+        epoch: u64,
+        reqs: &[Request],
+        out: &mut Vec<Result<Reply, TransportError>>,
+    ) -> Result<(), TransportError> {
         let base = conn.next_id;
         conn.next_id += reqs.len() as u64;
         let mut replies: Vec<Option<Reply>> = vec![None; reqs.len()];
@@ -86,31 +114,56 @@ impl TcpPool {
             // Keep the window full, writing every frame of this round in one go.
             let mut batch: Vec<u8> = Vec::new();
             while sent < reqs.len() && sent - received < window {
-                let env = Envelope { epoch, req: reqs[sent].clone() };
-                encode_frame(FrameKind::Request, base + sent as u64, &env, &mut conn.buf)
-                    .map_err(|source| TransportError::Frame { addr: self.addr.clone(), source })?;
+                let env = Envelope {
+                    epoch,
+                    req: reqs[sent].clone(),
+                };
+                encode_frame(FrameKind::Request, base + sent as u64, &env, &mut conn.buf).map_err(
+                    |source| TransportError::Frame {
+                        addr: self.addr.clone(),
+                        source,
+                    },
+                )?;
                 batch.extend_from_slice(&conn.buf);
                 sent += 1;
             }
             if !batch.is_empty() {
                 conn.stream.write_all(&batch).map_err(|e| self.io_err(e))?;
             }
-            conn.stream.read_exact(&mut hdr).map_err(|e| self.io_err(e))?;
-            let h = FrameHeader::parse(&hdr).map_err(|source| TransportError::Frame { addr: self.addr.clone(), source })?;
+            conn.stream
+                .read_exact(&mut hdr)
+                .map_err(|e| self.io_err(e))?;
+            let h = FrameHeader::parse(&hdr).map_err(|source| TransportError::Frame {
+                addr: self.addr.clone(),
+                source,
+            })?;
             let mut payload = vec![0u8; h.payload_len()];
-            conn.stream.read_exact(&mut payload).map_err(|e| self.io_err(e))?;
+            conn.stream
+                .read_exact(&mut payload)
+                .map_err(|e| self.io_err(e))?;
             let idx = h.id.wrapping_sub(base) as usize;
             if h.kind != FrameKind::Reply || idx >= reqs.len() || replies[idx].is_some() {
                 return Err(TransportError::Frame {
                     addr: self.addr.clone(),
-                    source: sealfs_proto::FrameError::Decode(format!("unexpected reply id {}", h.id)),
+                    source: sealfs_proto::FrameError::Decode(format!(
+                        "unexpected reply id {}",
+                        h.id
+                    )),
                 });
             }
-            let reply: Reply = decode_payload(&payload).map_err(|source| TransportError::Frame { addr: self.addr.clone(), source })?;
+            let reply: Reply =
+                decode_payload(&payload).map_err(|source| TransportError::Frame {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
             replies[idx] = Some(reply);
             received += 1;
         }
-        out.extend(replies.into_iter().map(|r| Ok(r.unwrap_or(Reply::Err(Errno::EPROTO)))));
+        out.extend(
+            replies
+                .into_iter()
+                .map(|r| Ok(r.unwrap_or(Reply::Err(Errno::EPROTO)))),
+        );
         Ok(())
     }
 }
@@ -159,11 +212,18 @@ impl Transport for TcpPool {
     }
 }
 
-fn fail_rest(mut out: Vec<Result<Reply, TransportError>>, n: usize, e: TransportError) -> Vec<Result<Reply, TransportError>> {
+fn fail_rest(
+    mut out: Vec<Result<Reply, TransportError>>,
+    n: usize,
+    e: TransportError,
+) -> Vec<Result<Reply, TransportError>> {
     let msg = e.to_string();
     out.push(Err(e));
     while out.len() < n {
-        out.push(Err(TransportError::Io { addr: String::new(), source: std::io::Error::other(msg.clone()) }));
+        out.push(Err(TransportError::Io {
+            addr: String::new(),
+            source: std::io::Error::other(msg.clone()),
+        }));
     }
     out
 }
@@ -196,7 +256,10 @@ pub async fn serve<H: Handler>(listener: tokio::net::TcpListener, handler: Arc<H
     }
 }
 
-async fn serve_conn<H: Handler>(stream: tokio::net::TcpStream, handler: Arc<H>) -> std::io::Result<()> {
+async fn serve_conn<H: Handler>(
+    stream: tokio::net::TcpStream,
+    handler: Arc<H>,
+) -> std::io::Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
@@ -220,7 +283,12 @@ async fn serve_conn<H: Handler>(stream: tokio::net::TcpStream, handler: Arc<H>) 
         }
         let h = match FrameHeader::parse(&hdr) {
             Ok(h) if h.kind == FrameKind::Request => h,
-            Ok(_) => break Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "reply frame sent to a server")),
+            Ok(_) => {
+                break Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "reply frame sent to a server",
+                ))
+            }
             Err(e) => break Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         };
         let mut payload = vec![0u8; h.payload_len()];
@@ -243,7 +311,14 @@ async fn serve_conn<H: Handler>(stream: tokio::net::TcpStream, handler: Arc<H>) 
                 Err(e) => {
                     tracing::warn!("reply to {} does not fit a frame: {e}", h.id);
                     let mut b = Vec::new();
-                    if encode_frame(FrameKind::Reply, h.id, &Reply::Err(Errno::EOVERFLOW), &mut b).is_err() {
+                    if encode_frame(
+                        FrameKind::Reply,
+                        h.id,
+                        &Reply::Err(Errno::EOVERFLOW),
+                        &mut b,
+                    )
+                    .is_err()
+                    {
                         return;
                     }
                     b
