@@ -1,0 +1,155 @@
+//! Deciding whether a path is SealFS's, and mapping it to a SealFS path.
+//!
+//! Absolute paths under the prefix (after lexical normalisation) map to
+//! SealFS paths; relative paths and `*at(AT_FDCWD, …)` resolve against the
+//! virtual cwd when it is inside SealFS; `*at` with a SealFS directory fd
+//! resolve against that directory. Everything else is local.
+
+use crate::config::config;
+use crate::fdtable;
+use parking_lot::RwLock;
+use sealfs_client::{Errno, FileKind};
+use sealfs_proto::path;
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use libc::{c_char, c_int};
+
+static VCWD_ON: AtomicBool = AtomicBool::new(false);
+static VCWD: RwLock<Option<String>> = parking_lot::const_rwlock(None);
+
+/// Cheap pre-check (no allocation): could `(dirfd, p)` be a SealFS path?
+///
+/// # Safety
+/// `p` is null or a NUL-terminated string.
+#[inline(always)]
+pub unsafe fn maybe(dirfd: c_int, p: *const c_char) -> bool {
+    if p.is_null() {
+        return dirfd != libc::AT_FDCWD && fdtable::is_ours(dirfd);
+    }
+    // SAFETY: `p` is a valid C string (caller), so its first byte is readable.
+    let first = unsafe { *p } as u8;
+    if first == b'/' {
+        // SAFETY: as above.
+        unsafe { has_prefix(p) }
+    } else if dirfd == libc::AT_FDCWD {
+        VCWD_ON.load(Ordering::Relaxed)
+    } else {
+        fdtable::is_ours(dirfd)
+    }
+}
+
+/// Whether the C string `p` starts with the prefix followed by `/` or its end.
+///
+/// # Safety
+/// `p` is a NUL-terminated string.
+#[inline]
+unsafe fn has_prefix(p: *const c_char) -> bool {
+    let pre = config().prefix.as_bytes();
+    for (i, b) in pre.iter().enumerate() {
+        // SAFETY: we stop at the first mismatch, so never read past the NUL.
+        if unsafe { *p.add(i) } as u8 != *b {
+            return false;
+        }
+    }
+    // SAFETY: all prefix bytes matched, so index pre.len() is at most the NUL.
+    matches!(unsafe { *p.add(pre.len()) } as u8, b'/' | 0)
+}
+
+/// Maps a normalised absolute local path to a SealFS path if it is under
+/// the prefix.
+pub fn strip(abs: &str) -> Option<String> {
+    let pre = &config().prefix;
+    if !path::is_within(abs, pre) {
+        return None;
+    }
+    let rest = &abs[pre.len()..];
+    Some(if rest.is_empty() { "/".to_string() } else { rest.to_string() })
+}
+
+/// Where a path leads.
+pub enum Loc {
+    /// Not SealFS: pass to the real function untouched.
+    Local,
+    /// This SealFS path (normalised).
+    Seal(String),
+}
+
+/// Resolves `(dirfd, p)`; `p` non-null. `Err` for a SealFS-bound path that
+/// is malformed (not UTF-8, too long, …) or a dirfd that is no directory.
+///
+/// # Safety
+/// `p` is a NUL-terminated string.
+pub unsafe fn resolve(dirfd: c_int, p: *const c_char) -> Result<Loc, Errno> {
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: caller guarantees a C string.
+    let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+    let s = std::str::from_utf8(bytes);
+    if bytes.first() == Some(&b'/') {
+        let Ok(s) = s else { return Ok(Loc::Local) };
+        let n = match path::normalize(s) {
+            Ok(n) => n,
+            Err(_) => return Ok(Loc::Local),
+        };
+        return Ok(strip(&n).map_or(Loc::Local, Loc::Seal));
+    }
+    let base = if dirfd == libc::AT_FDCWD {
+        match VCWD.read().clone() {
+            Some(c) => c,
+            None => return Ok(Loc::Local),
+        }
+    } else {
+        match fdtable::get(dirfd) {
+            Some(f) if f.kind == FileKind::Dir => f.path.clone(),
+            Some(_) => {
+                if bytes.is_empty() {
+                    return Err(Errno::ENOENT);
+                }
+                return Err(Errno::ENOTDIR);
+            }
+            None => return Ok(Loc::Local),
+        }
+    };
+    let s = s.map_err(|_| Errno::EINVAL)?;
+    if s.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    Ok(Loc::Seal(path::join(&base, s)?))
+}
+
+/// The virtual cwd (a SealFS path) if the cwd is inside SealFS.
+pub fn vcwd() -> Option<String> {
+    if !VCWD_ON.load(Ordering::Relaxed) {
+        return None;
+    }
+    VCWD.read().clone()
+}
+
+/// Moves the virtual cwd into SealFS (`Some`) or back to the kernel's.
+pub fn set_vcwd(p: Option<String>) {
+    let mut g = VCWD.write();
+    VCWD_ON.store(p.is_some(), Ordering::Relaxed);
+    *g = p;
+}
+
+/// The local form of a SealFS path (`/sealfs/a` for `/a`).
+pub fn local(p: &str) -> String {
+    let pre = &config().prefix;
+    if p == "/" {
+        pre.clone()
+    } else {
+        format!("{pre}{p}")
+    }
+}
+
+pub fn fork_prepare() {
+    std::mem::forget(VCWD.write());
+}
+
+pub fn fork_release() {
+    // SAFETY: fork_prepare left the write lock held by this thread (parent),
+    // or by the only thread there is (child).
+    unsafe { VCWD.force_unlock_write() };
+}
