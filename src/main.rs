@@ -4,6 +4,7 @@
 //! commands over the client library (`ls`, `stat`, `put`, `get`, `cat`,
 //! `mkdir`, `rm`, `mv`).
 
+mod bench;
 mod cluster;
 mod fsops;
 mod demo;
@@ -58,6 +59,15 @@ enum Cmd {
         /// Heartbeat period (e.g. 500ms).
         #[arg(long, default_value = "500ms", value_parser = units::parse_duration)]
         heartbeat: Duration,
+        /// Store engine: log (packed log + mapped index) or redb (interim).
+        #[arg(long, default_value = "log")]
+        store: String,
+        /// Directory for the index regions (a DAX or /dev/shm mount; default: --meta-dir).
+        #[arg(long)]
+        pmem: Option<PathBuf>,
+        /// Largest first chunk of a file kept in the packed log (e.g. 64K).
+        #[arg(long, default_value = "64K", value_parser = units::parse_size)]
+        small_file_max: u64,
     },
     /// Start a whole local cluster (one manager, N servers) in the foreground.
     Up(cluster::UpArgs),
@@ -85,6 +95,13 @@ enum Cmd {
     Put(fsops::CopyArgs),
     /// Copy a SealFS file to the local disk.
     Get(fsops::CopyArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+    /// Mount SealFS with FUSE (foreground; --background to detach once live).
+    Mount(sealfs_daemon::MountArgs),
+    /// Unmount a SealFS FUSE mount (also a stale one).
+    Umount(sealfs_daemon::UmountArgs),
 }
 
 fn init_logs(default: &str) {
@@ -112,22 +129,31 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
             }
         }
-        Cmd::Server { manager, listen, meta_dir, data_dir, sync, heartbeat } => match sync.parse() {
-            Ok(sync) => sealfs_server::run(sealfs_server::ServerConfig {
-                manager,
-                listen,
-                advertise: None,
-                meta_dir,
-                data_dir,
-                sync,
-                heartbeat,
-            })
-            .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("--sync: {e}")),
-        },
+        Cmd::Server { manager, listen, meta_dir, data_dir, sync, heartbeat, store, pmem, small_file_max } => {
+            match (sync.parse(), store.parse()) {
+                (Ok(sync), Ok(store)) => sealfs_server::run(sealfs_server::ServerConfig {
+                    manager,
+                    listen,
+                    advertise: None,
+                    meta_dir,
+                    data_dir,
+                    sync,
+                    heartbeat,
+                    store,
+                    pmem,
+                    small_file_max: small_file_max.min(u64::from(u32::MAX)) as u32,
+                })
+                .map_err(|e| e.to_string()),
+                (Err(e), _) => Err(format!("--sync: {e}")),
+                (_, Err(e)) => Err(format!("--store: {e}")),
+            }
+        }
         Cmd::Up(a) => cluster::up(a),
         Cmd::Status { manager } => return cluster::status(&manager),
+        Cmd::Mount(a) => return sealfs_daemon::mount_command(a),
+        Cmd::Umount(a) => return sealfs_daemon::umount_command(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Bench(b) => bench::run(b),
         Cmd::Ls(a) => fsops::ls(a),
         Cmd::Stat(a) => fsops::stat(a),
         Cmd::Cat(a) => fsops::cat(a),

@@ -5,8 +5,9 @@
 //! with the manager, heartbeats, and answers requests over TCP.
 //!
 //! Modules:
-//! * `store` — the [`MetaStore`] and [`DataStore`] traits and their first
-//!   engines (redb metadata, chunk files);
+//! * `store` — the [`MetaStore`] and [`DataStore`] traits, the packed-log
+//!   engine (the default) and the interim engines (redb metadata, chunk
+//!   files), chosen by [`StoreKind`];
 //! * `locks` — the per-path lock table;
 //! * `ops` — request handling and the two-server create/remove protocol;
 //! * `membership` — identity, registration, heartbeats, the cluster map;
@@ -23,8 +24,10 @@ mod sys;
 
 pub use error::ServerError;
 pub use locks::{LockTable, PathGuard};
+pub use store::engine;
 pub use store::{
-    DataStore, FileDataStore, InodeRecord, MetaOp, MetaStore, RecordState, RedbMetaStore, StoreError,
+    DataStore, FileDataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore, RecordState,
+    RedbMetaStore, StoreError,
 };
 
 use std::path::PathBuf;
@@ -67,6 +70,32 @@ impl std::fmt::Display for SyncPolicy {
     }
 }
 
+/// Which store engine a server runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The packed log with the mapped index (small files in the log, large
+    /// chunks as chunk files).
+    #[default]
+    Log,
+    /// The interim store: redb metadata, one file per chunk.
+    Redb,
+}
+
+impl FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "log" => Ok(StoreKind::Log),
+            "redb" => Ok(StoreKind::Redb),
+            _ => Err(format!("unknown store {s:?} (expected log or redb)")),
+        }
+    }
+}
+
+/// Default largest file chunk kept in the packed log.
+pub const DEFAULT_SMALL_FILE_MAX: u32 = 64 * 1024;
+
 /// How to run a server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -84,6 +113,13 @@ pub struct ServerConfig {
     pub sync: SyncPolicy,
     /// Time between heartbeats.
     pub heartbeat: Duration,
+    /// The store engine.
+    pub store: StoreKind,
+    /// Directory for the index regions (a DAX or `/dev/shm` mount); default
+    /// `meta_dir`.
+    pub pmem: Option<PathBuf>,
+    /// Largest first chunk of a file kept in the packed log.
+    pub small_file_max: u32,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +132,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             sync: SyncPolicy::Fsync,
             heartbeat: Duration::from_millis(500),
+            store: StoreKind::Log,
+            pmem: None,
+            small_file_max: DEFAULT_SMALL_FILE_MAX,
         }
     }
 }
@@ -121,12 +160,29 @@ fn prepare_dir(p: &std::path::Path, what: &str) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Opens the meta and data stores `cfg` asks for.
+pub fn open_stores(cfg: &ServerConfig) -> Result<(Arc<dyn MetaStore>, Arc<dyn DataStore>), ServerError> {
+    let durable = cfg.sync != SyncPolicy::None;
+    let always = cfg.sync == SyncPolicy::Always;
+    Ok(match cfg.store {
+        StoreKind::Redb => (
+            Arc::new(RedbMetaStore::open(&cfg.meta_dir, durable)?),
+            Arc::new(FileDataStore::open(&cfg.data_dir, always)?),
+        ),
+        StoreKind::Log => {
+            let index_dir = cfg.pmem.clone().unwrap_or_else(|| cfg.meta_dir.clone());
+            let opts = engine::EngineOptions::default();
+            let meta = LogMetaStore::open(&cfg.meta_dir, &index_dir, durable, opts.clone())?;
+            let data = LogDataStore::open(&cfg.data_dir, &index_dir, cfg.small_file_max, always, durable, opts)?;
+            (Arc::new(meta), Arc::new(data))
+        }
+    })
+}
+
 async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     prepare_dir(&cfg.meta_dir, "meta dir")?;
     prepare_dir(&cfg.data_dir, "data dir")?;
-    let durable = cfg.sync != SyncPolicy::None;
-    let meta: Arc<dyn MetaStore> = Arc::new(RedbMetaStore::open(&cfg.meta_dir, durable)?);
-    let data: Arc<dyn DataStore> = Arc::new(FileDataStore::open(&cfg.data_dir, cfg.sync == SyncPolicy::Always)?);
+    let (meta, data) = open_stores(&cfg)?;
     let uuid = membership::load_or_create_uuid(&cfg.meta_dir)?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
@@ -162,10 +218,11 @@ async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     tokio::spawn(recovery::run(node.clone()));
 
     tracing::info!(
-        "serving on {advertise} as {} (epoch {}, sync {})",
+        "serving on {advertise} as {} (epoch {}, sync {}, store {:?})",
         members.id(),
         members.view().map.epoch,
-        cfg.sync
+        cfg.sync,
+        cfg.store
     );
     sealfs_transport::tcp::serve(listener, Arc::new(ops::Service(node))).await;
     Ok(())

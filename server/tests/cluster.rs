@@ -86,6 +86,7 @@ impl Cluster {
                 data_dir: d.path().join("data"),
                 sync,
                 heartbeat: Duration::from_millis(50),
+                ..ServerConfig::default()
             };
             dirs.push(d);
             std::thread::spawn(move || {

@@ -266,3 +266,184 @@ pub fn ids() -> (u32, u32) {
     // SAFETY: getuid/getgid cannot fail.
     unsafe { (libc::getuid(), libc::getgid()) }
 }
+
+// ---------------------------------------------------------------- shim helpers
+
+/// `target/<profile>` of the running test binary (`…/target/<profile>/deps/x`).
+pub fn target_profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+/// Builds `libsealfs.so` with the test's profile (so a plain
+/// `cargo test --release` works from a clean checkout) and returns its
+/// path. If cargo cannot get its build lock in time (another cargo holds
+/// it), an existing library is used.
+pub fn shim_lib() -> PathBuf {
+    let dir = target_profile_dir();
+    let lib = dir.join("libsealfs.so");
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "sealfs-shim"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if release {
+        cmd.arg("--release");
+    }
+    let mut child = cmd.stdin(Stdio::null()).spawn().expect("run cargo build -p sealfs-shim");
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait cargo") {
+            assert!(st.success(), "cargo build -p sealfs-shim failed");
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(120) && lib.exists() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("cargo build -p sealfs-shim did not finish; using the existing {}", lib.display());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lib.exists(), "{} is missing: build it with `cargo build -p sealfs-shim`", lib.display());
+    lib
+}
+
+/// Compiles a C program from `c-tests/` with the system `cc`.
+pub fn compile_c(src: &str, out: &Path, extra: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let st = Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(out)
+        .arg(root.join("c-tests").join(src))
+        .args(extra)
+        .status()
+        .expect("run cc");
+    assert!(st.success(), "cc {src} failed");
+}
+
+// ---- FUSE mount helpers (sealfs mount) ----
+
+/// Whether `path` is a mount point now (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let want = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().any(|l| l.split(' ').nth(4).map(Path::new) == Some(want.as_path()))
+}
+
+/// The POSIX behaviour suite program (built by the `sealfs-daemon` crate,
+/// next to the `sealfs` binary; built on demand when missing).
+pub fn posix_suite_bin() -> PathBuf {
+    let dir = Path::new(sealfs_bin()).parent().expect("bin dir").to_path_buf();
+    let bin = dir.join("sealfs-posix-suite");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "sealfs-daemon", "--bin", "sealfs-posix-suite"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("cargo build of sealfs-posix-suite");
+        assert!(st.success(), "cannot build sealfs-posix-suite");
+    }
+    bin
+}
+
+/// A FUSE mount of a test cluster: `sealfs mount` as a foreground child.
+/// Dropping it unmounts (lazily if needed) and reaps the daemon, so no
+/// test leaves a mount behind.
+pub struct FuseMount {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl FuseMount {
+    /// Mounts `cluster` with extra `sealfs mount` arguments and waits
+    /// (bounded) until the mount is live.
+    pub fn start(cluster: &Cluster, extra: &[&str]) -> FuseMount {
+        let dir = tempfile::Builder::new().prefix("sealfs-mnt").tempdir().expect("mount dir");
+        let log = cluster.dir.path().join(format!("mount-{}.log", rand::thread_rng().gen::<u32>()));
+        let mut m = FuseMount { dir, child: None, log };
+        m.mount(cluster, extra);
+        m
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Mounts again on the same directory (after [`FuseMount::unmount`]).
+    pub fn mount(&mut self, cluster: &Cluster, extra: &[&str]) {
+        let child = Command::new(sealfs_bin())
+            .arg("mount")
+            .arg(self.dir.path())
+            .args(["--manager", &cluster.manager_addr()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(self.log.parent().expect("log dir"), self.log.file_stem().and_then(|s| s.to_str()).expect("log name")))
+            .spawn()
+            .expect("spawn sealfs mount");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while !is_mounted(self.dir.path()) {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("sealfs mount exited with {st}; log {}:\n{}", self.log.display(), std::fs::read_to_string(&self.log).unwrap_or_default());
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "mount never became live; log in {}", self.log.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `sealfs umount`, then waits (bounded) for the daemon to exit.
+    pub fn unmount(&mut self) {
+        let out = Command::new(sealfs_bin()).arg("umount").arg(self.dir.path()).output().expect("sealfs umount");
+        assert!(out.status.success(), "sealfs umount: {}", String::from_utf8_lossy(&out.stderr));
+        self.reap(Duration::from_secs(30));
+    }
+
+    fn reap(&mut self, bound: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let t0 = Instant::now();
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if t0.elapsed() < bound => std::thread::sleep(Duration::from_millis(20)),
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        if is_mounted(self.dir.path()) {
+            let ok = Command::new(sealfs_bin()).arg("umount").arg(self.dir.path()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+            if !ok {
+                let _ = Command::new(sealfs_bin()).args(["umount", "--lazy"]).arg(self.dir.path()).stderr(Stdio::null()).status();
+            }
+        }
+        self.reap(Duration::from_secs(10));
+    }
+}
+
+/// Runs the POSIX suite program on `dir` (as root: permission cases drop to
+/// uid 65534). Returns `(case, outcome)` lines.
+pub fn run_posix_suite(dir: &Path) -> Vec<(String, String)> {
+    let out = Command::new(posix_suite_bin()).arg(dir).output().expect("run sealfs-posix-suite");
+    assert!(out.status.success(), "sealfs-posix-suite on {} failed: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('\t').map(|(a, b)| (a.to_string(), b.to_string())))
+        .collect()
+}

@@ -64,6 +64,41 @@ impl FileDataStore {
     }
 }
 
+impl FileDataStore {
+    /// Whether chunk `chunk` of `ino` has a file.
+    pub fn has_chunk(&self, ino: u64, chunk: u64) -> bool {
+        self.chunk_path(ino, chunk).exists()
+    }
+
+    /// Replaces the whole content of a chunk with `data` (used when a small
+    /// chunk moves out of the packed log); synced, with its directories,
+    /// when `durable`.
+    pub fn replace_chunk(&self, ino: u64, chunk: u64, data: &[u8], durable: bool) -> Result<(), StoreError> {
+        let dir = self.ino_dir(ino);
+        let created_dir = match fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(StoreError::io(format!("create {}", dir.display()), e)),
+        };
+        let p = self.chunk_path(ino, chunk);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .map_err(|e| StoreError::io(format!("create {}", p.display()), e))?;
+        f.write_all_at(data, 0).map_err(|e| StoreError::io(format!("write {}", p.display()), e))?;
+        if durable {
+            f.sync_data().map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?;
+            sync_dir(&dir)?;
+            if created_dir {
+                sync_dir(&self.chunks)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl DataStore for FileDataStore {
     fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Vec<u8>, StoreError> {
         let p = self.chunk_path(ino, chunk);

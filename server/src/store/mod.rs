@@ -7,15 +7,23 @@
 //!   either all or none of them are visible.
 //! * [`DataStore`] owns file data, keyed by inode number and chunk index.
 //!
-//! Implementations: [`RedbMetaStore`] (`meta_dir/meta.redb`) and
-//! [`FileDataStore`] (`data_dir/chunks/{ino:016x}/{chunk}`).
+//! Implementations: the packed-log engine ([`LogMetaStore`],
+//! [`LogDataStore`] over [`engine`]; the default) and the interim ones,
+//! [`RedbMetaStore`] (`meta_dir/meta.redb`) and [`FileDataStore`]
+//! (`data_dir/chunks/{ino:016x}/{chunk}`), which the log data store also
+//! uses for large chunks.
 
 mod chunk_files;
+pub mod engine;
+mod log_data;
+mod log_meta;
 mod redb_meta;
 #[cfg(test)]
 mod tests;
 
 pub use chunk_files::FileDataStore;
+pub use log_data::LogDataStore;
+pub use log_meta::LogMetaStore;
 pub use redb_meta::RedbMetaStore;
 
 use sealfs_proto::{DirEntry, Errno, FileKind, Inode};
@@ -40,6 +48,14 @@ pub enum StoreError {
     /// A stored record does not decode, or the store has an unknown format.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A log record's checksum does not match its bytes.
+    #[error("record checksum mismatch: computed {got:08x}, stored {expected:08x}")]
+    Checksum {
+        /// Computed over the record.
+        got: u32,
+        /// Stored in the record.
+        expected: u32,
+    },
 }
 
 impl From<redb::Error> for StoreError {
@@ -62,7 +78,7 @@ impl StoreError {
                 redb::Error::ValueTooLarge(_) => Errno::ENOSPC,
                 _ => Errno::EIO,
             },
-            StoreError::Corrupt(_) => Errno::EIO,
+            StoreError::Corrupt(_) | StoreError::Checksum { .. } => Errno::EIO,
         }
     }
 }

@@ -1,0 +1,197 @@
+//! The inode table: FUSE node ids ↔ SealFS paths.
+//!
+//! The kernel names files by node id; the client library names them by
+//! absolute path. The node id of a file is its server-assigned inode number
+//! (stable across renames, never reused; the root is 1 on both sides), so
+//! the kernel's `st_ino` is the one the shim and the CLI report.
+//!
+//! Invariants:
+//! * a node is in the table while the kernel holds lookups on it
+//!   (`lookups > 0`) or a file handle is open on it (`open > 0`);
+//! * `path` is the node's current name as far as this daemon knows: renames
+//!   made through this mount rewrite it (and every descendant's path);
+//! * a node unlinked while open has been moved to a hidden name
+//!   ([`HIDDEN_DIR`]`/<ino>`) and has `hidden == true`; its last release
+//!   removes that name (libfuse's `hard_remove=off` behaviour).
+
+use std::collections::HashMap;
+
+/// The directory (at the SealFS root) that holds files unlinked while open.
+/// It is never listed and never found by lookup through the mount.
+pub const HIDDEN_DIR: &str = "/.sealfs-hidden";
+/// [`HIDDEN_DIR`]'s name in the root directory.
+pub const HIDDEN_NAME: &str = ".sealfs-hidden";
+
+/// FUSE's node id of the root directory (also the server's root ino).
+pub const ROOT: u64 = 1;
+
+/// One node the kernel knows.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Current absolute SealFS path.
+    pub path: String,
+    /// Kernel lookups not yet forgotten.
+    pub lookups: u64,
+    /// Open file handles.
+    pub open: u32,
+    /// Unlinked while open: `path` is a hidden name to remove on last release.
+    pub hidden: bool,
+}
+
+/// The table. Not synchronised itself: the file system keeps it in a mutex
+/// and never holds that across a network call.
+#[derive(Debug)]
+pub struct Table {
+    nodes: HashMap<u64, Node>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Table {
+    /// A table that knows the root.
+    pub fn new() -> Table {
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT, Node { path: "/".to_string(), lookups: 1, open: 0, hidden: false });
+        Table { nodes }
+    }
+
+    /// The node `id`, if the kernel still holds it.
+    pub fn get(&self, id: u64) -> Option<&Node> {
+        self.nodes.get(&id)
+    }
+
+    /// The current path of node `id`.
+    pub fn path(&self, id: u64) -> Option<String> {
+        self.nodes.get(&id).map(|n| n.path.clone())
+    }
+
+    /// Records one kernel lookup of `id` at `path` (a reply that hands the
+    /// kernel an entry counts as one).
+    pub fn looked_up(&mut self, id: u64, path: &str) {
+        let n = self.nodes.entry(id).or_insert_with(|| Node { path: path.to_string(), lookups: 0, open: 0, hidden: false });
+        if !n.hidden {
+            n.path = path.to_string();
+        }
+        n.lookups += 1;
+    }
+
+    /// The kernel forgot `count` lookups of `id`. Returns the node if it
+    /// left the table.
+    pub fn forget(&mut self, id: u64, count: u64) -> Option<Node> {
+        if id == ROOT {
+            return None;
+        }
+        let n = self.nodes.get_mut(&id)?;
+        n.lookups = n.lookups.saturating_sub(count);
+        if n.lookups == 0 && n.open == 0 {
+            return self.nodes.remove(&id);
+        }
+        None
+    }
+
+    /// A file handle was opened on `id`.
+    pub fn opened(&mut self, id: u64) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.open += 1;
+        }
+    }
+
+    /// A file handle on `id` was released. Returns the hidden path to
+    /// remove when this was the last handle of a node unlinked while open.
+    pub fn released(&mut self, id: u64) -> Option<String> {
+        let n = self.nodes.get_mut(&id)?;
+        n.open = n.open.saturating_sub(1);
+        if n.open > 0 {
+            return None;
+        }
+        let hidden = n.hidden.then(|| n.path.clone());
+        if n.lookups == 0 {
+            self.nodes.remove(&id);
+        }
+        hidden
+    }
+
+    /// The open node that the table believes lives at `path`, if any. (A
+    /// node whose name was removed or replaced may still carry the old path
+    /// until the kernel forgets it; only open nodes matter here.)
+    pub fn find_open(&self, path: &str) -> Option<u64> {
+        self.nodes.iter().find(|(_, n)| !n.hidden && n.open > 0 && n.path == path).map(|(id, _)| *id)
+    }
+
+    /// `from` was renamed to `to`: rewrite the paths of the node at `from`
+    /// and of everything below it.
+    pub fn renamed(&mut self, from: &str, to: &str) {
+        let prefix = format!("{}/", from.trim_end_matches('/'));
+        for n in self.nodes.values_mut() {
+            if n.hidden {
+                continue;
+            }
+            if n.path == from {
+                n.path = to.to_string();
+            } else if let Some(rest) = n.path.strip_prefix(&prefix) {
+                n.path = format!("{}/{}", to.trim_end_matches('/'), rest);
+            }
+        }
+    }
+
+    /// Node `id` now lives at the hidden name `path`.
+    pub fn hide(&mut self, id: u64, path: String) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.path = path;
+            n.hidden = true;
+        }
+    }
+
+}
+
+/// `dir/name` for an absolute directory path.
+pub fn child(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_rewrites_descendants() {
+        let mut t = Table::new();
+        t.looked_up(10, "/a");
+        t.looked_up(11, "/a/b");
+        t.looked_up(12, "/a/b/c");
+        t.looked_up(13, "/ab");
+        t.renamed("/a", "/z");
+        assert_eq!(t.path(10).unwrap(), "/z");
+        assert_eq!(t.path(11).unwrap(), "/z/b");
+        assert_eq!(t.path(12).unwrap(), "/z/b/c");
+        assert_eq!(t.path(13).unwrap(), "/ab");
+    }
+
+    #[test]
+    fn forget_and_release_keep_open_nodes() {
+        let mut t = Table::new();
+        t.looked_up(10, "/f");
+        t.opened(10);
+        assert!(t.forget(10, 1).is_none());
+        assert!(t.get(10).is_some());
+        t.hide(10, format!("{HIDDEN_DIR}/10"));
+        assert_eq!(t.released(10).as_deref(), Some("/.sealfs-hidden/10"));
+        assert!(t.get(10).is_none());
+        assert!(t.forget(ROOT, 1).is_none());
+        assert!(t.get(ROOT).is_some());
+    }
+
+    #[test]
+    fn child_paths() {
+        assert_eq!(child("/", "a"), "/a");
+        assert_eq!(child("/a", "b"), "/a/b");
+    }
+}

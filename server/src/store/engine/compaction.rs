@@ -1,0 +1,175 @@
+//! Background work: the replay checkpoint in the index header, and
+//! compaction of mostly-dead segments.
+//!
+//! Compaction picks the sealed segment with the smallest live fraction while
+//! the log's bytes exceed its live bytes by more than `max_space_amp` (or
+//! any sealed segment is under half live), and copies its live records to
+//! the head of the log in small commits (at most [`STEP_RECORDS`] records
+//! or [`STEP_BYTES`] bytes each, the stripe locks of just those keys held),
+//! so foreground commits wait at most one small step.
+//!
+//! Crash ordering: copy (append, publish the new slot) → sync the log →
+//! delete the old segment. A crash before the delete leaves both copies;
+//! the newer one wins a replay. A live record is one its key's slot points
+//! at. A tombstone is copied while any older segment exists (it may still
+//! hide an older version there), and dropped once its segment is the oldest.
+
+use super::index::Slot;
+use super::kv::{key_hash, Inner};
+use super::log::{Pos, SEG_HEADER_LEN};
+use super::record::{self, RecHeader, KIND_PUT};
+use crate::store::StoreError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most records copied per step.
+pub const STEP_RECORDS: usize = 128;
+/// Most bytes copied per step.
+pub const STEP_BYTES: usize = 1 << 20;
+
+/// The background loop.
+pub(crate) fn run(inner: Arc<Inner>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(inner.opts.tick);
+        super::kv::checkpoint(&inner);
+        if !inner.opts.compaction {
+            continue;
+        }
+        if let Some(id) = pick(&inner) {
+            if let Err(e) = compact_segment(&inner, id, &stop) {
+                tracing::warn!("compaction of segment {id}: {e}");
+                // Back off: a full disk or an I/O error will not pass soon.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Compacts until nothing qualifies.
+pub(crate) fn compact_all(inner: &Inner) -> Result<(), StoreError> {
+    let never = AtomicBool::new(false);
+    let mut done = std::collections::HashSet::new();
+    while let Some(id) = pick(inner) {
+        if !done.insert(id) {
+            break;
+        }
+        compact_segment(inner, id, &never)?;
+    }
+    Ok(())
+}
+
+/// The segment to compact next, if any.
+fn pick(inner: &Inner) -> Option<u32> {
+    let tail = inner.log.tail();
+    let segs = inner.log.segments();
+    let live = inner.live.lock().clone();
+    let mut total = 0u64;
+    let mut total_live = 0u64;
+    let mut best: Option<(f64, u32)> = None;
+    for &id in &segs {
+        let len = inner.log.seg_len(id);
+        let l = live.get(&id).copied().unwrap_or(0);
+        total += len;
+        total_live += l;
+        if id == tail.seg || len <= SEG_HEADER_LEN {
+            continue;
+        }
+        let frac = l as f64 / len as f64;
+        if best.map_or(true, |(f, _)| frac < f) {
+            best = Some((frac, id));
+        }
+    }
+    let (frac, id) = best?;
+    let amp = total as f64 / total_live.max(1) as f64;
+    if frac < 0.5 || (amp > inner.opts.max_space_amp && frac < 0.9) {
+        Some(id)
+    } else {
+        None
+    }
+}
+
+/// Copies the live records of segment `id` forward, then deletes it.
+fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), StoreError> {
+    if id == inner.log.tail().seg {
+        return Ok(());
+    }
+    let buf = inner.log.read_segment(id)?;
+    let older_exists = inner.log.segments().first().is_some_and(|&f| f < id);
+    let mut off = SEG_HEADER_LEN as usize;
+    let mut step: Vec<(RecHeader, &[u8], &[u8], u32)> = Vec::new();
+    let mut step_bytes = 0usize;
+    while off < buf.len() {
+        let rec = match record::decode(&buf[off..]) {
+            Ok(r) => r,
+            Err(e) => {
+                // Never delete what cannot be read through.
+                return Err(StoreError::Corrupt(format!("segment {id} unreadable at {off}: {e}")));
+            }
+        };
+        let len = rec.h.total_len();
+        if rec.h.kind == KIND_PUT || older_exists {
+            step.push((rec.h, rec.key, rec.value, off as u32));
+            step_bytes += len;
+        }
+        off += len;
+        if step.len() >= STEP_RECORDS || step_bytes >= STEP_BYTES {
+            copy_step(inner, id, &step)?;
+            step.clear();
+            step_bytes = 0;
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::yield_now();
+        }
+    }
+    copy_step(inner, id, &step)?;
+    // The copies must be durable before the originals go.
+    inner.log.sync_all()?;
+    inner.log.delete_segment(id)?;
+    inner.live.lock().remove(&id);
+    inner.log.ensure_reserve();
+    inner.compacted.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("compacted segment {id}");
+    Ok(())
+}
+
+/// One bounded step: copies the records of `cands` that are still live.
+fn copy_step(inner: &Inner, id: u32, cands: &[(RecHeader, &[u8], &[u8], u32)]) -> Result<(), StoreError> {
+    if cands.is_empty() {
+        return Ok(());
+    }
+    let _locks = inner.lock_keys(cands.iter().map(|c| c.1));
+    let mut keep: Vec<(RecHeader, &[u8], &[u8])> = Vec::new();
+    {
+        let ix = inner.index.read();
+        for (h, key, value, off) in cands {
+            let live = if h.kind == KIND_PUT {
+                inner.find(&ix, key)?.is_some_and(|(_, s)| s.pos() == Pos { seg: id, off: *off })
+            } else {
+                // A tombstone of a key that is live again is obsolete.
+                inner.find(&ix, key)?.is_none()
+            };
+            if live {
+                keep.push((*h, key, value));
+            }
+        }
+    }
+    if keep.is_empty() {
+        return Ok(());
+    }
+    let app = inner.append(&keep, true)?;
+    let res = (|| {
+        let mut ix = inner.index.write();
+        let mut live = inner.live.lock();
+        for ((h, key, _), off) in keep.iter().zip(&app.offs) {
+            if h.kind == KIND_PUT {
+                let s = Slot { hash: key_hash(key), seg: app.seg, off: *off, len: h.total_len() as u32, group: h.group, tag: h.tag, state: 0 };
+                inner.publish_put(&mut ix, key, s, &mut live)?;
+            }
+        }
+        Ok(())
+    })();
+    inner.log.published(app.start);
+    res
+}

@@ -1,0 +1,442 @@
+//! The engine: a key-value store over the packed log ([`super::log`]) and
+//! the mapped index ([`super::index`]). Keys are byte strings; each live key
+//! has one index slot that points at its newest record.
+//!
+//! Crash ordering of a commit, under the stripe locks of its keys:
+//! 1. append every record of the commit in one write (the last one marked
+//!    COMMIT);
+//! 2. if the caller asked for durability, wait for the group commit's
+//!    `fdatasync` to cover it;
+//! 3. publish the slots (fields, then the state word) under the index lock,
+//!    all of the commit at once, so readers never see half a commit;
+//! 4. mark the commit published (it no longer needs replay).
+//!
+//! A key's commits never overlap (stripe locks from 1 to 3), so log order
+//! is version order, which recovery and compaction rely on.
+
+use super::index::{HeaderInfo, Index, Slot};
+use super::log::{Log, Pos};
+use super::record::{self, RecHeader, FLAG_COMMIT, KIND_DEL, KIND_PUT, MAX_KEY_LEN, REC_HEADER_LEN};
+use super::recovery::{self, OpenHow};
+use crate::store::StoreError;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Number of key stripe locks.
+const STRIPES: usize = 1024;
+
+/// The hash of a key in the index.
+pub fn key_hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// How an engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Largest segment file.
+    pub segment_size: u64,
+    /// Run background compaction.
+    pub compaction: bool,
+    /// Compact while segment bytes exceed live bytes by this factor.
+    pub max_space_amp: f64,
+    /// Time between background steps.
+    pub tick: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { segment_size: 64 << 20, compaction: true, max_space_amp: 1.25, tick: Duration::from_millis(50) }
+    }
+}
+
+/// One change of a commit.
+#[derive(Clone, Copy, Debug)]
+pub enum Op<'a> {
+    /// Set `key` to `value`; `tag` and `group` are kept in its slot.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+        /// User tag (kind of key, flags).
+        tag: u16,
+        /// User group hash.
+        group: u32,
+    },
+    /// Delete `key` (nothing if absent).
+    Del {
+        /// The key.
+        key: &'a [u8],
+    },
+}
+
+impl Op<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Del { key } => key,
+        }
+    }
+}
+
+/// A value read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Got {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its tag.
+    pub tag: u16,
+}
+
+/// Sizes, for tests and the benchmark.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes in segment files.
+    pub segment_bytes: u64,
+    /// Bytes of live records.
+    pub live_bytes: u64,
+    /// Live keys.
+    pub keys: u64,
+    /// Bytes of the index region.
+    pub index_bytes: u64,
+    /// Segments compacted since open.
+    pub compacted: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) log: Log,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) hdr: Mutex<HeaderInfo>,
+    idx_path: PathBuf,
+    stripes: Box<[Mutex<()>]>,
+    /// Live record bytes per segment.
+    pub(crate) live: Mutex<HashMap<u32, u64>>,
+    pub(crate) opts: EngineOptions,
+    pub(crate) compacted: std::sync::atomic::AtomicU64,
+}
+
+/// The engine. Dropping it closes it cleanly.
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+    stop: Arc<AtomicBool>,
+    bg: Option<JoinHandle<()>>,
+    how: OpenHow,
+}
+
+/// Stripe locks held for a set of keys (taken in ascending order, so two
+/// holders never deadlock).
+pub(crate) struct KeyLocks<'a> {
+    _g: Vec<MutexGuard<'a, ()>>,
+}
+
+impl Inner {
+    pub(crate) fn lock_keys<'a>(&'a self, keys: impl Iterator<Item = &'a [u8]>) -> KeyLocks<'a> {
+        let mut ids: Vec<usize> = keys.map(|k| (key_hash(k) >> 40) as usize % STRIPES).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        KeyLocks { _g: ids.into_iter().map(|i| self.stripes[i].lock()).collect() }
+    }
+
+    /// The slot of `key` (index read or write guard given).
+    pub(crate) fn find(&self, ix: &Index, key: &[u8]) -> Result<Option<(usize, Slot)>, StoreError> {
+        ix.find(key_hash(key), |s| {
+            if (s.len as usize) < REC_HEADER_LEN + key.len() {
+                return Ok(false);
+            }
+            let head = self.log.read_head(s.pos(), key.len())?;
+            Ok(record::decode_header(&head).is_some_and(|h| h.key_len as usize == key.len())
+                && &head[REC_HEADER_LEN..] == key)
+        })
+    }
+
+    /// Grows the index if `extra` more inserts would pass its load limit.
+    fn reserve(&self, extra: u64) -> Result<(), StoreError> {
+        if !self.index.read().needs_grow_by(extra) {
+            return Ok(());
+        }
+        let mut ix = self.index.write();
+        if ix.needs_grow_by(extra) {
+            let hdr = *self.hdr.lock();
+            recovery::grow(&mut ix, &self.idx_path, &hdr)?;
+            tracing::debug!("index grown to {} slots", ix.capacity());
+        }
+        Ok(())
+    }
+
+    /// Appends `recs` as one commit: (header without seq/flags, key, value).
+    /// The caller holds the keys' stripe locks.
+    pub(crate) fn append(&self, recs: &[(RecHeader, &[u8], &[u8])], frees: bool) -> Result<super::log::Appended, StoreError> {
+        self.log.append(frees, |seq, buf| {
+            let mut offs = Vec::with_capacity(recs.len());
+            for (i, (h, k, v)) in recs.iter().enumerate() {
+                offs.push(buf.len());
+                let flags = if i + 1 == recs.len() { FLAG_COMMIT } else { 0 };
+                record::encode(buf, &RecHeader { seq, flags, ..*h }, k, v);
+            }
+            offs
+        })
+    }
+
+    /// Publishes a put at `pos` (the caller holds the key's stripe lock and
+    /// the index write lock).
+    pub(crate) fn publish_put(&self, ix: &mut Index, key: &[u8], s: Slot, live: &mut HashMap<u32, u64>) -> Result<(), StoreError> {
+        match self.find(ix, key)? {
+            Some((i, old)) => {
+                sub_live(live, old.seg, old.len);
+                ix.replace(i, &s);
+            }
+            None => {
+                ix.insert(&s)?;
+            }
+        }
+        *live.entry(s.seg).or_insert(0) += u64::from(s.len);
+        Ok(())
+    }
+}
+
+fn sub_live(live: &mut HashMap<u32, u64>, seg: u32, len: u32) {
+    if let Some(v) = live.get_mut(&seg) {
+        *v = v.saturating_sub(u64::from(len));
+    }
+}
+
+impl Index {
+    /// Whether `extra` more inserts would pass the load limit.
+    pub fn needs_grow_by(&self, extra: u64) -> bool {
+        (self.used + extra) * 100 > self.capacity() * super::index::MAX_LOAD_PCT
+    }
+}
+
+impl Engine {
+    /// Opens the engine whose segments are in `dir` and whose index is the
+    /// file `idx_path`.
+    pub fn open(dir: &Path, idx_path: &Path, opts: EngineOptions) -> Result<Engine, StoreError> {
+        let o = recovery::open(dir, idx_path)?;
+        let log = Log::open(dir, o.log_id, &o.ids, o.tail_len, o.next_seq, opts.segment_size)?;
+        let mut live = HashMap::new();
+        for s in o.index.valid_slots() {
+            *live.entry(s.seg).or_insert(0u64) += u64::from(s.len);
+        }
+        let inner = Arc::new(Inner {
+            log,
+            index: RwLock::new(o.index),
+            hdr: Mutex::new(o.hdr),
+            idx_path: idx_path.to_path_buf(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            live: Mutex::new(live),
+            opts: opts.clone(),
+            compacted: Default::default(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let bg = {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("sealfs-store-bg".into())
+                .spawn(move || super::compaction::run(inner, stop))
+                .map_err(|e| StoreError::io("start the store's background thread", e))?
+        };
+        Ok(Engine { inner, stop, bg: Some(bg), how: o.how })
+    }
+
+    /// How the index was obtained at open.
+    pub fn open_how(&self) -> &OpenHow {
+        &self.how
+    }
+
+    /// Applies `ops` atomically; durable when it returns if `durable`.
+    pub fn commit(&self, ops: &[Op<'_>], durable: bool) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        for op in ops {
+            if op.key().len() > MAX_KEY_LEN {
+                return Err(StoreError::io("commit", std::io::Error::from_raw_os_error(libc::ENAMETOOLONG)));
+            }
+        }
+        let _locks = inner.lock_keys(ops.iter().map(|o| o.key()));
+        // Deletes of absent keys need no record (no older version of an
+        // absent key can win a replay: its last record is a tombstone or
+        // nothing). Later ops of the same commit are kept as they are.
+        let mut recs: Vec<(RecHeader, &[u8], &[u8])> = Vec::with_capacity(ops.len());
+        {
+            let ix = inner.index.read();
+            for op in ops {
+                match *op {
+                    Op::Put { key, value, tag, group } => recs.push((
+                        RecHeader { kind: KIND_PUT, flags: 0, tag, key_len: key.len() as u32, val_len: value.len() as u32, seq: 0, group },
+                        key,
+                        value,
+                    )),
+                    Op::Del { key } => {
+                        let later_put = recs.iter().any(|r| r.1 == key);
+                        if later_put || inner.find(&ix, key)?.is_some() {
+                            recs.push((
+                                RecHeader { kind: KIND_DEL, flags: 0, tag: 0, key_len: key.len() as u32, val_len: 0, seq: 0, group: 0 },
+                                key,
+                                &[],
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if recs.is_empty() {
+            return Ok(());
+        }
+        inner.reserve(recs.len() as u64)?;
+        let frees = recs.iter().all(|r| r.0.kind == KIND_DEL);
+        let app = inner.append(&recs, frees)?;
+        let synced = if durable { inner.log.sync_to(app.end) } else { Ok(()) };
+        // Published even if the sync failed: the records are in the log, and
+        // the index must say what a replay would.
+        let res = (|| {
+            let mut ix = inner.index.write();
+            let mut live = inner.live.lock();
+            for ((h, key, _), off) in recs.iter().zip(&app.offs) {
+                if h.kind == KIND_PUT {
+                    let s = Slot { hash: key_hash(key), seg: app.seg, off: *off, len: h.total_len() as u32, group: h.group, tag: h.tag, state: 0 };
+                    inner.publish_put(&mut ix, key, s, &mut live)?;
+                } else if let Some((i, old)) = inner.find(&ix, key)? {
+                    sub_live(&mut live, old.seg, old.len);
+                    ix.remove(i);
+                }
+            }
+            Ok(())
+        })();
+        inner.log.published(app.start);
+        res.and(synced)
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Got>, StoreError> {
+        let inner = &*self.inner;
+        let ix = inner.index.read();
+        let mut got = None;
+        let found = ix.find(key_hash(key), |s| {
+            let buf = inner.log.read(s.pos(), s.len)?;
+            let rec = record::decode(&buf)?;
+            if rec.key == key {
+                got = Some(Got { value: rec.value.to_vec(), tag: rec.h.tag });
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        Ok(found.and(got))
+    }
+
+    /// Whether `key` is live.
+    pub fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let ix = self.inner.index.read();
+        Ok(self.inner.find(&ix, key)?.is_some())
+    }
+
+    /// Every live (key, value, tag) whose slot's tag and group satisfy
+    /// `pred`: one pass over the index, reading only the matching records.
+    pub fn collect(&self, pred: impl Fn(u16, u32) -> bool) -> Result<Vec<(Vec<u8>, Got)>, StoreError> {
+        let inner = &*self.inner;
+        let ix = inner.index.read();
+        let mut out = Vec::new();
+        for s in ix.valid_slots() {
+            if !pred(s.tag, s.group) {
+                continue;
+            }
+            let buf = inner.log.read(s.pos(), s.len)?;
+            let rec = record::decode(&buf)?;
+            out.push((rec.key.to_vec(), Got { value: rec.value.to_vec(), tag: rec.h.tag }));
+        }
+        Ok(out)
+    }
+
+    /// Makes every earlier commit durable (group commit).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.inner.log.sync_all()
+    }
+
+    /// Sizes of the log and the index.
+    pub fn stats(&self) -> Stats {
+        let inner = &*self.inner;
+        let segs = inner.log.segments();
+        let segment_bytes = segs.iter().map(|s| inner.log.seg_len(*s)).sum();
+        let ix = inner.index.read();
+        Stats {
+            segments: segs.len(),
+            segment_bytes,
+            live_bytes: inner.live.lock().values().sum(),
+            keys: ix.live,
+            index_bytes: ix.region_bytes(),
+            compacted: inner.compacted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs compaction until no segment qualifies (tests, benchmarks).
+    pub fn compact_now(&self) -> Result<(), StoreError> {
+        super::compaction::compact_all(&self.inner)
+    }
+
+    /// Starts a new segment (tests).
+    pub fn seal_active(&self) -> Result<(), StoreError> {
+        self.inner.log.seal_active().map(|_| ())
+    }
+
+    /// Stops the engine as a crash would (tests): no sync, no flush, the
+    /// index stays dirty.
+    pub fn abandon(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(bg) = self.bg.take() {
+            let _ = bg.join();
+        }
+    }
+
+    /// Closes cleanly: syncs the log, flushes the index, marks it clean.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StoreError> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(bg) = self.bg.take() {
+            let _ = bg.join();
+        }
+        let inner = &*self.inner;
+        inner.log.sync_all()?;
+        let mut ix = inner.index.write();
+        ix.flush()?;
+        let mut hdr = inner.hdr.lock();
+        hdr.clean = true;
+        hdr.replay = inner.log.tail();
+        hdr.next_seq = inner.log.next_seq();
+        hdr.table_crc = ix.table_crc();
+        ix.write_header(&hdr);
+        ix.flush_header()?;
+        Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.bg.is_some() {
+            if let Err(e) = self.shutdown() {
+                tracing::warn!("store close: {e}");
+            }
+        }
+    }
+}
+
+/// Writes the replay checkpoint into the index header (background).
+pub(crate) fn checkpoint(inner: &Inner) {
+    let p: Pos = inner.log.replay_point();
+    let next_seq = inner.log.next_seq();
+    let mut ix = inner.index.write();
+    let mut hdr = inner.hdr.lock();
+    if hdr.replay == p && hdr.next_seq == next_seq {
+        return;
+    }
+    hdr.replay = p;
+    hdr.next_seq = next_seq;
+    ix.write_header(&hdr);
+}

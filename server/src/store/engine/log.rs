@@ -1,0 +1,411 @@
+//! The packed log: append-only segment files `{id:08}.seg` of records (see
+//! [`super::record`]), each at most `segment_size` bytes, with a 32-byte
+//! segment header (magic, version, segment id, log id).
+//!
+//! Owns: appending commits (one `pwrite` per commit, the whole commit in one
+//! segment), reading records back, and durability with group commit.
+//!
+//! Crash ordering: a commit is written with one `pwrite`; if the write fails
+//! (ENOSPC, EIO) the segment is cut back to its previous length, so the log
+//! never holds a partial commit that recovery would have to guess about.
+//! [`Log::sync_to`] makes everything up to a position durable: one thread
+//! runs `fdatasync` for every waiter behind it (group commit), and the
+//! directory is synced after a segment was created. Segments are only ever
+//! deleted by compaction, after their live records were copied and synced.
+
+use super::record::REC_HEADER_LEN;
+use crate::store::StoreError;
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `"SEALSEG1"`: the first bytes of every segment.
+pub const SEG_MAGIC: &[u8; 8] = b"SEALSEG1";
+/// Format version of segments and records.
+pub const SEG_VERSION: u32 = 1;
+/// Length of the segment header; the first record starts here.
+pub const SEG_HEADER_LEN: u64 = 32;
+
+/// Bytes kept preallocated in `dir/reserve` and given up when a delete or
+/// compaction finds the disk full, so space can always be freed.
+pub const RESERVE_BYTES: u64 = 2 << 20;
+
+/// A position in the log: segment id, byte offset. Orders as the log does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    /// Segment id.
+    pub seg: u32,
+    /// Byte offset in the segment.
+    pub off: u32,
+}
+
+impl Pos {
+    /// As one integer (segment in the high half).
+    pub fn raw(self) -> u64 {
+        (u64::from(self.seg) << 32) | u64::from(self.off)
+    }
+
+    /// From [`Pos::raw`].
+    pub fn from_raw(v: u64) -> Pos {
+        Pos { seg: (v >> 32) as u32, off: v as u32 }
+    }
+}
+
+fn io(what: impl Into<String>, e: std::io::Error) -> StoreError {
+    StoreError::io(what, e)
+}
+
+/// The name of segment `id`.
+pub fn seg_name(id: u32) -> String {
+    format!("{id:08}.seg")
+}
+
+fn seg_header(id: u32, log_id: u64) -> [u8; SEG_HEADER_LEN as usize] {
+    let mut h = [0u8; SEG_HEADER_LEN as usize];
+    h[0..8].copy_from_slice(SEG_MAGIC);
+    h[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&id.to_le_bytes());
+    h[16..24].copy_from_slice(&log_id.to_le_bytes());
+    h
+}
+
+/// Reads a segment header: its log id, if it is one of ours.
+pub fn check_seg_header(b: &[u8], id: u32) -> Option<u64> {
+    if b.len() < SEG_HEADER_LEN as usize || &b[0..8] != SEG_MAGIC {
+        return None;
+    }
+    let v = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+    let sid = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    if v != SEG_VERSION || sid != id {
+        return None;
+    }
+    let mut l = [0u8; 8];
+    l.copy_from_slice(&b[16..24]);
+    Some(u64::from_le_bytes(l))
+}
+
+/// The ids of the segment files in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> Result<Vec<u32>, StoreError> {
+    let mut ids = Vec::new();
+    for ent in fs::read_dir(dir).map_err(|e| io(format!("list {}", dir.display()), e))? {
+        let ent = ent.map_err(|e| io(format!("list {}", dir.display()), e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = name.strip_suffix(".seg").and_then(|s| s.parse::<u32>().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+struct Writer {
+    id: u32,
+    file: Arc<File>,
+    len: u64,
+    next_seq: u64,
+    /// Start positions of commits appended but not yet published to the
+    /// index (with a count): recovery replays from the smallest.
+    pending: BTreeMap<u64, u32>,
+    /// Sealed segments not yet synced.
+    unsynced: Vec<Arc<File>>,
+    /// A segment was created or deleted since the last directory sync.
+    dir_dirty: bool,
+}
+
+/// Where a commit landed.
+pub struct Appended {
+    /// Segment of every record.
+    pub seg: u32,
+    /// Offset of each record.
+    pub offs: Vec<u32>,
+    /// End of the commit (for [`Log::sync_to`]).
+    pub end: Pos,
+    /// Its start (for [`Log::published`]).
+    pub start: Pos,
+}
+
+/// The log of one engine.
+pub struct Log {
+    dir: PathBuf,
+    log_id: u64,
+    seg_size: u64,
+    writer: Mutex<Writer>,
+    files: RwLock<BTreeMap<u32, Arc<File>>>,
+    synced: Mutex<Pos>,
+}
+
+impl Log {
+    /// Opens the log over existing segments `ids` (ascending, all checked by
+    /// recovery, the last one cut to `tail_len`), or a new log when empty.
+    pub fn open(dir: &Path, log_id: u64, ids: &[u32], tail_len: u64, next_seq: u64, seg_size: u64) -> Result<Log, StoreError> {
+        let mut files = BTreeMap::new();
+        for &id in ids {
+            let p = dir.join(seg_name(id));
+            let f = OpenOptions::new().read(true).write(true).open(&p).map_err(|e| io(format!("open {}", p.display()), e))?;
+            files.insert(id, Arc::new(f));
+        }
+        let (id, file, len, dir_dirty) = match ids.last() {
+            Some(&id) => (id, files[&id].clone(), tail_len, false),
+            None => {
+                let f = Arc::new(create_segment(dir, 1, log_id)?);
+                files.insert(1, f.clone());
+                (1, f, SEG_HEADER_LEN, true)
+            }
+        };
+        let log = Log {
+            dir: dir.to_path_buf(),
+            log_id,
+            seg_size: seg_size.max(SEG_HEADER_LEN + 4096),
+            writer: Mutex::new(Writer {
+                id,
+                file,
+                len,
+                next_seq,
+                pending: BTreeMap::new(),
+                unsynced: Vec::new(),
+                dir_dirty,
+            }),
+            files: RwLock::new(files),
+            synced: Mutex::new(Pos { seg: 0, off: 0 }),
+        };
+        log.ensure_reserve();
+        Ok(log)
+    }
+
+    /// Re-creates the space reserve if it is gone (best effort).
+    pub fn ensure_reserve(&self) {
+        let p = self.dir.join("reserve");
+        if p.exists() {
+            return;
+        }
+        let made = File::create(&p).and_then(|f| super::sys::preallocate(&f, RESERVE_BYTES));
+        if made.is_err() {
+            let _ = fs::remove_file(&p);
+        }
+    }
+
+    /// Appends one commit: `encode(seq, buf)` writes its records into
+    /// `buf` and returns each record's offset within it. The commit is
+    /// registered as pending until [`Log::published`].
+    /// `frees`: the commit only frees space (deletes, compaction), so it may
+    /// use the reserve when the disk is full.
+    pub fn append(&self, frees: bool, encode: impl FnOnce(u64, &mut Vec<u8>) -> Vec<usize>) -> Result<Appended, StoreError> {
+        let mut w = self.writer.lock();
+        let seq = w.next_seq;
+        let mut buf = Vec::new();
+        let rel = encode(seq, &mut buf);
+        let n = buf.len() as u64;
+        if n + SEG_HEADER_LEN > u64::from(u32::MAX) {
+            return Err(StoreError::io("append", std::io::Error::from_raw_os_error(libc::EFBIG)));
+        }
+        if w.len + n > self.seg_size && w.len > SEG_HEADER_LEN {
+            self.roll(&mut w)?;
+        }
+        let at = w.len;
+        if let Err(mut e) = w.file.write_all_at(&buf, at) {
+            // Never leave a partial commit behind: cut back to the old end.
+            let _ = w.file.set_len(at);
+            let full = e.raw_os_error() == Some(libc::ENOSPC);
+            if full && frees && fs::remove_file(self.dir.join("reserve")).is_ok() {
+                tracing::warn!("{}: disk full; using the space reserve to free space", self.dir.display());
+                match w.file.write_all_at(&buf, at) {
+                    Ok(()) => e = std::io::Error::from_raw_os_error(0),
+                    Err(e2) => {
+                        let _ = w.file.set_len(at);
+                        e = e2;
+                    }
+                }
+            }
+            if e.raw_os_error() != Some(0) {
+                return Err(io(format!("append to {}", seg_name(w.id)), e));
+            }
+        }
+        w.len += n;
+        w.next_seq += 1;
+        let start = Pos { seg: w.id, off: at as u32 };
+        *w.pending.entry(start.raw()).or_insert(0) += 1;
+        Ok(Appended {
+            seg: w.id,
+            offs: rel.into_iter().map(|r| (at + r as u64) as u32).collect(),
+            end: Pos { seg: w.id, off: w.len as u32 },
+            start,
+        })
+    }
+
+    /// The commit starting at `start` is now in the index.
+    pub fn published(&self, start: Pos) {
+        let mut w = self.writer.lock();
+        if let Some(c) = w.pending.get_mut(&start.raw()) {
+            *c -= 1;
+            if *c == 0 {
+                w.pending.remove(&start.raw());
+            }
+        }
+    }
+
+    /// Everything before this position is in the index.
+    pub fn replay_point(&self) -> Pos {
+        let w = self.writer.lock();
+        match w.pending.keys().next() {
+            Some(&p) => Pos::from_raw(p),
+            None => Pos { seg: w.id, off: w.len as u32 },
+        }
+    }
+
+    fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
+        let id = w.id + 1;
+        let f = Arc::new(create_segment(&self.dir, id, self.log_id)?);
+        self.files.write().insert(id, f.clone());
+        let old = std::mem::replace(&mut w.file, f);
+        w.unsynced.push(old);
+        w.id = id;
+        w.len = SEG_HEADER_LEN;
+        w.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Starts a new segment now (compaction never copies into the segment
+    /// it is emptying; tests use it to make sealed segments).
+    pub fn seal_active(&self) -> Result<u32, StoreError> {
+        let mut w = self.writer.lock();
+        if w.len > SEG_HEADER_LEN {
+            self.roll(&mut w)?;
+        }
+        Ok(w.id)
+    }
+
+    /// The active segment's id and length.
+    pub fn tail(&self) -> Pos {
+        let w = self.writer.lock();
+        Pos { seg: w.id, off: w.len as u32 }
+    }
+
+    /// Makes the log durable up to `pos` (group commit: whoever syncs,
+    /// syncs everything written so far, for every waiter).
+    pub fn sync_to(&self, pos: Pos) -> Result<(), StoreError> {
+        let mut synced = self.synced.lock();
+        if *synced >= pos {
+            return Ok(());
+        }
+        let (files, dir_dirty, tail) = {
+            let mut w = self.writer.lock();
+            let mut files = std::mem::take(&mut w.unsynced);
+            files.push(w.file.clone());
+            let d = std::mem::replace(&mut w.dir_dirty, false);
+            (files, d, Pos { seg: w.id, off: w.len as u32 })
+        };
+        let res = (|| {
+            for f in &files {
+                f.sync_data().map_err(|e| io("fdatasync segment", e))?;
+            }
+            if dir_dirty {
+                sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let mut w = self.writer.lock();
+            w.unsynced.extend(files);
+            w.dir_dirty |= dir_dirty;
+            return Err(e);
+        }
+        *synced = tail;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync_all(&self) -> Result<(), StoreError> {
+        let t = self.tail();
+        self.sync_to(t)
+    }
+
+    /// Reads `len` bytes at `pos`.
+    pub fn read(&self, pos: Pos, len: u32) -> Result<Vec<u8>, StoreError> {
+        let f = self
+            .files
+            .read()
+            .get(&pos.seg)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("index points at missing segment {}", pos.seg)))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, u64::from(pos.off))
+            .map_err(|e| io(format!("read {} at {}", seg_name(pos.seg), pos.off), e))?;
+        Ok(buf)
+    }
+
+    /// Reads a record's header and key only (enough to verify a key).
+    pub fn read_head(&self, pos: Pos, key_len: usize) -> Result<Vec<u8>, StoreError> {
+        self.read(pos, (REC_HEADER_LEN + key_len) as u32)
+    }
+
+    /// Ids of all segments, ascending.
+    pub fn segments(&self) -> Vec<u32> {
+        self.files.read().keys().copied().collect()
+    }
+
+    /// Length of a segment file (0 if gone).
+    pub fn seg_len(&self, id: u32) -> u64 {
+        let w = self.writer.lock();
+        if id == w.id {
+            return w.len;
+        }
+        drop(w);
+        self.files.read().get(&id).and_then(|f| f.metadata().ok()).map_or(0, |m| m.len())
+    }
+
+    /// The whole content of a segment.
+    pub fn read_segment(&self, id: u32) -> Result<Vec<u8>, StoreError> {
+        let p = self.dir.join(seg_name(id));
+        fs::read(&p).map_err(|e| io(format!("read {}", p.display()), e))
+    }
+
+    /// Deletes a sealed segment (compaction, after its live records were
+    /// copied and synced).
+    pub fn delete_segment(&self, id: u32) -> Result<(), StoreError> {
+        {
+            let w = self.writer.lock();
+            if id == w.id {
+                return Err(StoreError::Corrupt("refusing to delete the active segment".into()));
+            }
+        }
+        self.files.write().remove(&id);
+        let p = self.dir.join(seg_name(id));
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("remove {}", p.display()), e)),
+        }
+        self.writer.lock().dir_dirty = true;
+        Ok(())
+    }
+
+    /// The next sequence number (persisted in the index at close).
+    pub fn next_seq(&self) -> u64 {
+        self.writer.lock().next_seq
+    }
+}
+
+fn create_segment(dir: &Path, id: u32, log_id: u64) -> Result<File, StoreError> {
+    let p = dir.join(seg_name(id));
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .map_err(|e| io(format!("create {}", p.display()), e))?;
+    if let Err(e) = f.write_all_at(&seg_header(id, log_id), 0) {
+        let _ = fs::remove_file(&p);
+        return Err(io(format!("write {}", p.display()), e));
+    }
+    Ok(f)
+}
+
+/// `fsync` of a directory.
+pub fn sync_dir(p: &Path) -> Result<(), StoreError> {
+    File::open(p).and_then(|d| d.sync_all()).map_err(|e| io(format!("fsync {}", p.display()), e))
+}

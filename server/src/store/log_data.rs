@@ -1,0 +1,151 @@
+//! [`DataStore`] on the packed-log engine for small files, chunk files for
+//! the rest.
+//!
+//! The first chunk of a file lives in the data log (`data_dir/log/`, index
+//! `data.index` under `meta_dir` or the `--pmem` directory) as one record
+//! keyed `D` + ino (8 bytes LE) while it is at most `small_max` bytes long;
+//! every other chunk, and a first chunk that grows past `small_max`, is a
+//! chunk file of [`FileDataStore`]. So 100 000 files of 4 KiB are a few
+//! segment files, not 100 000 files.
+//!
+//! Rule: **a log record, when present, is the chunk**; a chunk file of the
+//! same chunk is then stale. Moving a chunk out of the log writes (and, for
+//! any policy but `none`, syncs) the chunk file first and deletes the record
+//! after, so a crash in between leaves the record authoritative (the write
+//! that moved it was not acknowledged) and the stale file is rewritten at
+//! the next move. Writes of one chunk are serialised (read-modify-write of
+//! the record) by stripe locks.
+
+use super::engine::{Engine, EngineOptions, Op};
+use super::{DataStore, FileDataStore, StoreError};
+use parking_lot::Mutex;
+use std::path::Path;
+
+const TAG_DATA: u16 = 4;
+const STRIPES: usize = 256;
+
+fn data_key(ino: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'D';
+    k[1..].copy_from_slice(&ino.to_le_bytes());
+    k
+}
+
+/// The log-engine data store.
+pub struct LogDataStore {
+    eng: Engine,
+    files: FileDataStore,
+    small_max: u32,
+    always: bool,
+    durable_moves: bool,
+    stripes: Box<[Mutex<()>]>,
+}
+
+impl LogDataStore {
+    /// Opens (or creates) the store. `always`: every write durable when it
+    /// returns; `durable_moves`: sync a chunk leaving the log (false only
+    /// for the `none` policy).
+    pub fn open(
+        data_dir: &Path,
+        index_dir: &Path,
+        small_max: u32,
+        always: bool,
+        durable_moves: bool,
+        opts: EngineOptions,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(index_dir).map_err(|e| StoreError::io(format!("create {}", index_dir.display()), e))?;
+        let eng = Engine::open(&data_dir.join("log"), &index_dir.join("data.index"), opts)?;
+        let files = FileDataStore::open(data_dir, always)?;
+        Ok(LogDataStore {
+            eng,
+            files,
+            small_max,
+            always,
+            durable_moves,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// Stops as a crash would (tests): the index stays dirty.
+    pub fn abandon(self) {
+        self.eng.abandon();
+    }
+
+    /// The engine (stats, tests).
+    pub fn engine(&self) -> &Engine {
+        &self.eng
+    }
+
+    fn stripe(&self, ino: u64) -> &Mutex<()> {
+        &self.stripes[(xxhash_rust::xxh3::xxh3_64(&ino.to_le_bytes()) % STRIPES as u64) as usize]
+    }
+}
+
+impl DataStore for LogDataStore {
+    fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Vec<u8>, StoreError> {
+        if chunk == 0 {
+            if let Some(g) = self.eng.get(&data_key(ino))? {
+                let v = g.value;
+                let start = (offset as usize).min(v.len());
+                let end = (offset as usize).saturating_add(len as usize).min(v.len());
+                return Ok(v[start..end].to_vec());
+            }
+        }
+        self.files.read(ino, chunk, offset, len)
+    }
+
+    fn write(&self, ino: u64, chunk: u64, offset: u32, data: &[u8]) -> Result<(), StoreError> {
+        if chunk != 0 {
+            return self.files.write(ino, chunk, offset, data);
+        }
+        let _g = self.stripe(ino).lock();
+        let key = data_key(ino);
+        let end = offset as usize + data.len();
+        let cur = match self.eng.get(&key)? {
+            Some(g) => g.value,
+            None if self.files.has_chunk(ino, 0) => return self.files.write(ino, chunk, offset, data),
+            None if end > self.small_max as usize => return self.files.write(ino, chunk, offset, data),
+            None => Vec::new(),
+        };
+        let mut new = cur;
+        if new.len() < end {
+            new.resize(end, 0);
+        }
+        new[offset as usize..end].copy_from_slice(data);
+        if new.len() <= self.small_max as usize {
+            return self.eng.commit(&[Op::Put { key: &key, value: &new, tag: TAG_DATA, group: 0 }], self.always);
+        }
+        // Move out of the log: the file first, then the record goes.
+        self.files.replace_chunk(ino, 0, &new, self.durable_moves)?;
+        self.eng.commit(&[Op::Del { key: &key }], self.always)
+    }
+
+    fn truncate(&self, ino: u64, size: u64, chunk_size: u32) -> Result<(), StoreError> {
+        {
+            let _g = self.stripe(ino).lock();
+            let key = data_key(ino);
+            if let Some(g) = self.eng.get(&key)? {
+                if size == 0 {
+                    self.eng.commit(&[Op::Del { key: &key }], self.always)?;
+                } else if size < g.value.len() as u64 {
+                    let v = &g.value[..size as usize];
+                    self.eng.commit(&[Op::Put { key: &key, value: v, tag: TAG_DATA, group: 0 }], self.always)?;
+                }
+            }
+        }
+        self.files.truncate(ino, size, chunk_size)
+    }
+
+    fn remove(&self, ino: u64) -> Result<(), StoreError> {
+        {
+            let _g = self.stripe(ino).lock();
+            self.eng.commit(&[Op::Del { key: &data_key(ino) }], self.always)?;
+        }
+        self.files.remove(ino)
+    }
+
+    fn sync(&self, ino: Option<u64>) -> Result<(), StoreError> {
+        self.eng.sync()?;
+        self.files.sync(ino)
+    }
+}
