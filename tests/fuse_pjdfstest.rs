@@ -15,7 +15,9 @@ fn pjdfstest() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/opt/pjdfstest/bin"), home.join(".cargo/bin")])
         .map(|d| d.join("pjdfstest"))
@@ -28,14 +30,30 @@ fn pjdfstest_failures_are_only_stated_limitations() {
         println!("pjdfstest is not installed (cargo install pjdfstest): skipped");
         return;
     };
-    let cl = Cluster::start(Opts { sync: "none", ..Opts::default() });
+    let cl = Cluster::start(Opts {
+        sync: "none",
+        ..Opts::default()
+    });
     let m = FuseMount::start(&cl, &[]);
     let dir = m.path().join("pjdfstest");
     std::fs::create_dir(&dir).expect("mkdir");
-    std::fs::set_permissions(&dir, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(
+        &dir,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .expect("chmod");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjdfstest/run.sh");
-    let out = Command::new("bash").arg(script).arg(&dir).arg(&bin).output().expect("run pjdfstest");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(&dir)
+        .arg(&bin)
+        .output()
+        .expect("run pjdfstest");
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -63,7 +63,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let v: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 1s, 500ms)"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 1s, 500ms)"))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" => v,
@@ -80,7 +82,10 @@ fn config(a: &MountArgs) -> MountConfig {
         fs: FsOptions {
             attr_ttl: a.attr_timeout,
             entry_ttl: a.entry_timeout.unwrap_or(a.attr_timeout),
-            negative_ttl: a.negative_timeout.or(a.entry_timeout).unwrap_or(a.attr_timeout),
+            negative_ttl: a
+                .negative_timeout
+                .or(a.entry_timeout)
+                .unwrap_or(a.attr_timeout),
         },
         io_timeout: a.io_timeout,
         threads: a.threads,
@@ -146,13 +151,20 @@ fn background(a: &MountArgs) -> ExitCode {
         return fail(format!("pipe: {e}"));
     }
     let stderr = match &a.log {
-        Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
             Ok(f) => Stdio::from(f),
             Err(e) => return fail(format!("log file {}: {e}", p.display())),
         },
         None => Stdio::null(),
     };
-    let args: Vec<_> = std::env::args_os().skip(1).filter(|x| x != "--background").collect();
+    let args: Vec<_> = std::env::args_os()
+        .skip(1)
+        .filter(|x| x != "--background")
+        .collect();
     let child = Command::new(exe)
         .args(args)
         .arg("--notify-fd")
@@ -169,7 +181,11 @@ fn background(a: &MountArgs) -> ExitCode {
     let mut msg = String::new();
     let _ = rd.read_to_string(&mut msg);
     if msg.trim() == "ok" {
-        println!("mounted SealFS on {} (daemon pid {})", a.mountpoint.display(), child.id());
+        println!(
+            "mounted SealFS on {} (daemon pid {})",
+            a.mountpoint.display(),
+            child.id()
+        );
         return ExitCode::SUCCESS;
     }
     let _ = child.wait();

@@ -22,9 +22,10 @@
 
 use crate::table::{child, Table, HIDDEN_DIR, HIDDEN_NAME, ROOT};
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 use sealfs_client::{Attr, Client, FileKind, Inode, SetAttr, TimeSet, Timespec};
@@ -37,6 +38,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest write the kernel sends in one request (and read it asks for).
 pub const MAX_WRITE: u32 = 1 << 20;
+/// Entries looked up ahead for one readdirplus reply (about what fits in
+/// the kernel's 4 KiB readdirplus buffer).
+const PLUS_PAGE: usize = 32;
+/// Threads that fetch the attributes of one readdirplus page.
+const PLUS_THREADS: usize = 8;
 /// `st_blksize` reported for every file: the preferred I/O size.
 const BLKSIZE: u32 = 128 * 1024;
 
@@ -53,7 +59,11 @@ pub struct FsOptions {
 
 impl Default for FsOptions {
     fn default() -> Self {
-        FsOptions { attr_ttl: Duration::from_secs(1), entry_ttl: Duration::from_secs(1), negative_ttl: Duration::from_secs(1) }
+        FsOptions {
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
+        }
     }
 }
 
@@ -113,19 +123,29 @@ fn time(t: Timespec) -> SystemTime {
     if t.sec >= 0 {
         UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
     } else {
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(u64::from(t.nsec))
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs())
+            + Duration::from_nanos(u64::from(t.nsec))
     }
 }
 
 fn timespec(t: SystemTime) -> Timespec {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
+        Ok(d) => Timespec {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        },
         Err(e) => {
             let d = e.duration();
             if d.subsec_nanos() == 0 {
-                Timespec { sec: -(d.as_secs() as i64), nsec: 0 }
+                Timespec {
+                    sec: -(d.as_secs() as i64),
+                    nsec: 0,
+                }
             } else {
-                Timespec { sec: -(d.as_secs() as i64) - 1, nsec: 1_000_000_000 - d.subsec_nanos() }
+                Timespec {
+                    sec: -(d.as_secs() as i64) - 1,
+                    nsec: 1_000_000_000 - d.subsec_nanos(),
+                }
             }
         }
     }
@@ -202,7 +222,11 @@ impl SealFs {
     /// Hands the kernel an entry for `inode` found at `path`.
     fn entry(&self, path: &str, inode: &Inode, reply: ReplyEntry) {
         self.table.lock().looked_up(inode.attr.ino, path);
-        reply.entry(&self.opts.entry_ttl, &file_attr(&inode.attr, false), Generation(0));
+        reply.entry(
+            &self.opts.entry_ttl,
+            &file_attr(&inode.attr, false),
+            Generation(0),
+        );
     }
 
     fn fh(&self) -> u64 {
@@ -221,7 +245,8 @@ impl SealFs {
             Ok(_) | Err(sealfs_client::Errno::EEXIST) => {}
             Err(e) => return Err(errno(e)),
         }
-        let hidden = format!("{HIDDEN_DIR}/{node}");
+        // The daemon's pid keeps two mounts hiding the same inode apart.
+        let hidden = format!("{HIDDEN_DIR}/{node}.{}", std::process::id());
         self.client.rename(path, &hidden, 0).map_err(errno)?;
         self.table.lock().hide(node, hidden);
         Ok(())
@@ -236,15 +261,76 @@ impl SealFs {
         let path = self.path(node)?;
         let entries = self.client.readdir(&path).map_err(errno)?;
         let mut out = Vec::with_capacity(entries.len() + 2);
-        out.push(Listed { ino: node.0, kind: FileType::Directory, name: ".".into() });
-        out.push(Listed { ino: ROOT, kind: FileType::Directory, name: "..".into() });
+        out.push(Listed {
+            ino: node.0,
+            kind: FileType::Directory,
+            name: ".".into(),
+        });
+        out.push(Listed {
+            ino: ROOT,
+            kind: FileType::Directory,
+            name: "..".into(),
+        });
         for e in entries {
             if node.0 == ROOT && e.name == HIDDEN_NAME {
                 continue;
             }
-            out.push(Listed { ino: e.ino, kind: kind(e.kind), name: e.name });
+            out.push(Listed {
+                ino: e.ino,
+                kind: kind(e.kind),
+                name: e.name,
+            });
         }
         Ok(out)
+    }
+
+    /// The listing of the open directory `fh`: taken afresh when the kernel
+    /// reads from offset 0 (opendir, rewinddir), the snapshot otherwise, so
+    /// every entry present at that moment is returned exactly once.
+    fn dir_snapshot(
+        &self,
+        node: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<Arc<Vec<Listed>>, Errno> {
+        if offset != 0 {
+            if let Some(l) = self.dirs.lock().get(&fh.0).cloned() {
+                return Ok(l);
+            }
+        }
+        let l = Arc::new(self.listing(node)?);
+        self.dirs.lock().insert(fh.0, l.clone());
+        Ok(l)
+    }
+
+    /// The inodes of `entries` of directory `dir`, fetched by a few scoped
+    /// threads at once (`.` and `..` are not fetched: `ENOENT`).
+    fn stat_many(&self, dir: &str, entries: &[Listed]) -> Vec<Result<Inode, sealfs_client::Errno>> {
+        let lstat = |e: &Listed| -> Result<Inode, sealfs_client::Errno> {
+            if e.name == "." || e.name == ".." {
+                return Err(sealfs_client::Errno::ENOENT);
+            }
+            self.client.lstat(&child(dir, &e.name))
+        };
+        let per = entries.len().div_ceil(PLUS_THREADS).max(1);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = entries
+                .chunks(per)
+                .map(|part| {
+                    (
+                        part.len(),
+                        s.spawn(move || part.iter().map(lstat).collect::<Vec<_>>()),
+                    )
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|(n, h)| {
+                    h.join()
+                        .unwrap_or_else(|_| vec![Err(sealfs_client::Errno::EIO); n])
+                })
+                .collect()
+        })
     }
 
     fn do_setattr(&self, node: INodeNo, set: SetAttr) -> Result<FileAttr, Errno> {
@@ -254,12 +340,23 @@ impl SealFs {
         Ok(file_attr(&inode.attr, self.unlinked(node.0)))
     }
 
-    fn do_create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32) -> Result<(String, Inode), Errno> {
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(String, Inode), Errno> {
         let _ns = self.ns.read();
         let path = self.child_path(parent, name)?;
         let excl = flags & libc::O_EXCL != 0;
         let perm = mode & !umask & 0o7777;
-        let (mut inode, created) = self.client.create(&path, perm, req.uid(), req.gid(), excl).map_err(errno)?;
+        let (mut inode, created) = self
+            .client
+            .create(&path, perm, req.uid(), req.gid(), excl)
+            .map_err(errno)?;
         if !created {
             match inode.attr.kind {
                 FileKind::Dir => return Err(Errno::EISDIR),
@@ -267,8 +364,20 @@ impl SealFs {
                 FileKind::File => {}
             }
             let acc = flags & libc::O_ACCMODE;
-            if flags & libc::O_TRUNC != 0 && (acc == libc::O_WRONLY || acc == libc::O_RDWR) && inode.attr.size != 0 {
-                inode = self.client.setattr(&path, SetAttr { size: Some(0), ..SetAttr::default() }).map_err(errno)?;
+            if flags & libc::O_TRUNC != 0
+                && (acc == libc::O_WRONLY || acc == libc::O_RDWR)
+                && inode.attr.size != 0
+            {
+                inode = self
+                    .client
+                    .setattr(
+                        &path,
+                        SetAttr {
+                            size: Some(0),
+                            ..SetAttr::default()
+                        },
+                    )
+                    .map_err(errno)?;
             }
         }
         Ok((path, inode))
@@ -290,7 +399,14 @@ impl SealFs {
         }
     }
 
-    fn do_rename(&self, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags) -> Result<(), Errno> {
+    fn do_rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Result<(), Errno> {
         if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
             return Err(Errno::EINVAL);
         }
@@ -303,7 +419,10 @@ impl SealFs {
                 // The file about to be replaced is open: keep it readable.
                 let s = self.client.lstat(&src).map_err(errno)?;
                 let d = self.client.lstat(&dst).map_err(errno)?;
-                if s.attr.ino != d.attr.ino && s.attr.kind != FileKind::Dir && d.attr.kind != FileKind::Dir {
+                if s.attr.ino != d.attr.ino
+                    && s.attr.kind != FileKind::Dir
+                    && d.attr.kind != FileKind::Dir
+                {
                     self.hide(node, &dst)?;
                 }
             }
@@ -315,7 +434,9 @@ impl SealFs {
     }
 
     fn do_release(&self, fh: FileHandle) {
-        let Some(h) = self.files.lock().remove(&fh.0) else { return };
+        let Some(h) = self.files.lock().remove(&fh.0) else {
+            return;
+        };
         let hidden = self.table.lock().released(h.node);
         if let Some(p) = hidden {
             if let Err(e) = self.client.unlink(&p) {
@@ -373,12 +494,22 @@ impl Filesystem for SealFs {
         let _ = config.set_max_background(64);
         // Optional speed-ups: lookups and readdirs in one directory at once.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // readdirplus when the kernel sees it pays (`ls -l`, `find`, rsync):
+        // the attributes of a page of entries are fetched in parallel.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let res = (|| {
-            let path = self.child_path(parent, name).map_err(|e| if e == Errno::EPERM { Errno::ENOENT } else { e })?;
+            let path = self.child_path(parent, name).map_err(|e| {
+                if e == Errno::EPERM {
+                    Errno::ENOENT
+                } else {
+                    e
+                }
+            })?;
             let inode = self.client.lstat(&path).map_err(errno)?;
             Ok((path, inode))
         })();
@@ -442,11 +573,22 @@ impl Filesystem for SealFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let res = self.path(ino).and_then(|p| self.client.readlink(&p).map_err(errno));
+        let res = self
+            .path(ino)
+            .and_then(|p| self.client.readlink(&p).map_err(errno));
         reply_result!(reply, res, |t| reply.data(t.as_bytes()))
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let fmt = mode & libc::S_IFMT;
         if fmt != 0 && fmt != libc::S_IFREG {
             // Devices, FIFOs and sockets cannot be stored.
@@ -455,17 +597,31 @@ impl Filesystem for SealFs {
         let res = (|| {
             let _ns = self.ns.read();
             let path = self.child_path(parent, name)?;
-            let (inode, _) = self.client.create(&path, mode & !umask & 0o7777, req.uid(), req.gid(), true).map_err(errno)?;
+            let (inode, _) = self
+                .client
+                .create(&path, mode & !umask & 0o7777, req.uid(), req.gid(), true)
+                .map_err(errno)?;
             Ok((path, inode))
         })();
         reply_result!(reply, res, |v| self.entry(&v.0, &v.1, reply))
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let res = (|| {
             let _ns = self.ns.read();
             let path = self.child_path(parent, name)?;
-            let inode = self.client.mkdir(&path, mode & !umask & 0o7777, req.uid(), req.gid()).map_err(errno)?;
+            let inode = self
+                .client
+                .mkdir(&path, mode & !umask & 0o7777, req.uid(), req.gid())
+                .map_err(errno)?;
             Ok((path, inode))
         })();
         reply_result!(reply, res, |v| self.entry(&v.0, &v.1, reply))
@@ -484,22 +640,52 @@ impl Filesystem for SealFs {
         reply_result!(reply, res, |_v| reply.ok())
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let res = (|| {
             let _ns = self.ns.read();
             let path = self.child_path(parent, link_name)?;
             let target = target.to_str().ok_or(Errno::EINVAL)?;
-            let inode = self.client.symlink(target, &path, req.uid(), req.gid()).map_err(errno)?;
+            let inode = self
+                .client
+                .symlink(target, &path, req.uid(), req.gid())
+                .map_err(errno)?;
             Ok((path, inode))
         })();
         reply_result!(reply, res, |v| self.entry(&v.0, &v.1, reply))
     }
 
-    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
-        reply_result!(reply, self.do_rename(parent, name, newparent, newname, flags), |_v| reply.ok())
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply_result!(
+            reply,
+            self.do_rename(parent, name, newparent, newname, flags),
+            |_v| reply.ok()
+        )
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         // SealFS has no hard links.
         reply.error(Errno::EPERM);
     }
@@ -513,7 +699,13 @@ impl Filesystem for SealFs {
         t.opened(ino.0);
         drop(t);
         let fh = self.fh();
-        self.files.lock().insert(fh, Handle { node: ino.0, append: flags.0 & libc::O_APPEND != 0 });
+        self.files.lock().insert(
+            fh,
+            Handle {
+                node: ino.0,
+                append: flags.0 & libc::O_APPEND != 0,
+            },
+        );
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
@@ -528,7 +720,11 @@ impl Filesystem for SealFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let res = self.path(ino).and_then(|p| self.client.read_at(&p, ino.0, offset, size as usize).map_err(errno));
+        let res = self.path(ino).and_then(|p| {
+            self.client
+                .read_at(&p, ino.0, offset, size as usize)
+                .map_err(errno)
+        });
         reply_result!(reply, res, |d| reply.data(&d))
     }
 
@@ -557,7 +753,14 @@ impl Filesystem for SealFs {
         reply_result!(reply, res, |n| reply.written(n as u32))
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Nothing is buffered here: every write reached the servers.
         reply.ok();
     }
@@ -576,8 +779,17 @@ impl Filesystem for SealFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let res = self.path(ino).and_then(|p| self.client.fsync(&p, ino.0).map_err(errno));
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = self
+            .path(ino)
+            .and_then(|p| self.client.fsync(&p, ino.0).map_err(errno));
         reply_result!(reply, res, |_v| reply.ok())
     }
 
@@ -588,21 +800,20 @@ impl Filesystem for SealFs {
         reply.opened(FileHandle(self.fh()), FopenFlags::empty());
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         // The listing is taken when the kernel asks from the start (opendir,
         // rewinddir) and served from that snapshot for the later offsets, so
         // every entry present at that moment is returned exactly once.
-        let cached = if offset == 0 { None } else { self.dirs.lock().get(&fh.0).cloned() };
-        let list = match cached {
-            Some(l) => l,
-            None => match self.listing(ino) {
-                Ok(l) => {
-                    let l = Arc::new(l);
-                    self.dirs.lock().insert(fh.0, l.clone());
-                    l
-                }
-                Err(e) => return reply.error(e),
-            },
+        let list = match self.dir_snapshot(ino, fh, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
         };
         for (i, e) in list.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), i as u64 + 1, e.kind, &e.name) {
@@ -612,12 +823,83 @@ impl Filesystem for SealFs {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let list = match self.dir_snapshot(ino, fh, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        let Ok(dir) = self.path(ino) else {
+            return reply.error(Errno::ESTALE);
+        };
+        let start = (offset as usize).min(list.len());
+        let page = &list[start..(start + PLUS_PAGE).min(list.len())];
+        let attrs = self.stat_many(&dir, page);
+        let mut added = 0;
+        for (k, (e, a)) in page.iter().zip(attrs).enumerate() {
+            let next = (start + k) as u64 + 1;
+            let attr = if e.name == "." || e.name == ".." {
+                // The kernel takes no reference on these.
+                let mut attr = file_attr(&NEGATIVE, false);
+                attr.ino = INodeNo(e.ino);
+                attr.kind = FileType::Directory;
+                attr
+            } else {
+                match a {
+                    Ok(inode) if inode.attr.ino == e.ino => file_attr(&inode.attr, false),
+                    // Removed or replaced since the listing: not there any more.
+                    Ok(_) | Err(sealfs_client::Errno::ENOENT) => continue,
+                    // Unreadable (a server down): fail now, or end this page
+                    // here and let the kernel ask again from this entry.
+                    Err(err) if added == 0 => return reply.error(errno(err)),
+                    Err(_) => break,
+                }
+            };
+            if reply.add(
+                attr.ino,
+                next,
+                &e.name,
+                &self.opts.entry_ttl,
+                &attr,
+                Generation(0),
+            ) {
+                break;
+            }
+            added += 1;
+            if e.name != "." && e.name != ".." {
+                // The kernel takes a reference on every other entry it is sent.
+                self.table.lock().looked_up(e.ino, &child(&dir, &e.name));
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.dirs.lock().remove(&fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // Namespace changes are durable when acknowledged (server sync policy).
         reply.ok();
     }
@@ -626,7 +908,9 @@ impl Filesystem for SealFs {
         match self.client.statfs() {
             Ok(s) => {
                 let bsize = if s.bsize == 0 { 4096 } else { s.bsize };
-                reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, bsize, s.namemax, bsize)
+                reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, bsize, s.namemax, bsize,
+                )
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -636,7 +920,16 @@ impl Filesystem for SealFs {
         reply_result!(reply, self.do_access(req, ino, mask), |_v| reply.ok())
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         match self.do_create(req, parent, name, mode, umask, flags) {
             Ok((path, inode)) => {
                 let fh = self.fh();
@@ -645,14 +938,50 @@ impl Filesystem for SealFs {
                     t.looked_up(inode.attr.ino, &path);
                     t.opened(inode.attr.ino);
                 }
-                self.files.lock().insert(fh, Handle { node: inode.attr.ino, append: flags & libc::O_APPEND != 0 });
-                reply.created(&self.opts.entry_ttl, &file_attr(&inode.attr, false), Generation(0), FileHandle(fh), FopenFlags::empty());
+                self.files.lock().insert(
+                    fh,
+                    Handle {
+                        node: inode.attr.ino,
+                        append: flags & libc::O_APPEND != 0,
+                    },
+                );
+                reply.created(
+                    &self.opts.entry_ttl,
+                    &file_attr(&inode.attr, false),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                );
             }
             Err(e) => reply.error(e),
         }
     }
 
-    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls (`isatty` asks TCGETS of every file): as a plain file.
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         if mode != 0 {
             return reply.error(Errno::EOPNOTSUPP);
         }
@@ -662,7 +991,15 @@ impl Filesystem for SealFs {
             let cur = self.client.lstat(&p).map_err(errno)?;
             let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
             if end > cur.attr.size {
-                self.client.setattr(&p, SetAttr { size: Some(end), ..SetAttr::default() }).map_err(errno)?;
+                self.client
+                    .setattr(
+                        &p,
+                        SetAttr {
+                            size: Some(end),
+                            ..SetAttr::default()
+                        },
+                    )
+                    .map_err(errno)?;
             }
             Ok(())
         })();
@@ -676,7 +1013,14 @@ mod tests {
 
     #[test]
     fn times_round_trip() {
-        for t in [Timespec { sec: 0, nsec: 0 }, Timespec { sec: 1_700_000_000, nsec: 123 }, Timespec { sec: -5, nsec: 250 }] {
+        for t in [
+            Timespec { sec: 0, nsec: 0 },
+            Timespec {
+                sec: 1_700_000_000,
+                nsec: 123,
+            },
+            Timespec { sec: -5, nsec: 250 },
+        ] {
             assert_eq!(timespec(time(t)), t);
         }
     }

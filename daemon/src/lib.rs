@@ -16,7 +16,9 @@ mod mount;
 mod sys;
 mod table;
 
-pub use cli::{mount as mount_command, parse_duration, umount as umount_command, MountArgs, UmountArgs};
+pub use cli::{
+    mount as mount_command, parse_duration, umount as umount_command, MountArgs, UmountArgs,
+};
 pub use fs::{FsOptions, SealFs, MAX_WRITE};
 pub use mount::{check_mountpoint, run, umount, DaemonError, MountConfig};
 pub use table::{HIDDEN_DIR, HIDDEN_NAME};

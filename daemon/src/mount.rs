@@ -71,16 +71,57 @@ pub enum DaemonError {
 pub fn check_mountpoint(mnt: &Path) -> Result<(), DaemonError> {
     let shown = mnt.display().to_string();
     match std::fs::metadata(mnt) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(DaemonError::MountPoint { path: shown, reason: "not a directory".into() }),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(DaemonError::Stale(shown)),
-        Err(e) => Err(DaemonError::MountPoint { path: shown, reason: e.to_string() }),
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(DaemonError::MountPoint {
+                path: shown,
+                reason: "not a directory".into(),
+            })
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(DaemonError::Stale(shown))
+        }
+        Err(e) => {
+            return Err(DaemonError::MountPoint {
+                path: shown,
+                reason: e.to_string(),
+            })
+        }
     }
+    if let Some(source) = sealfs_mount_source(mnt) {
+        return Err(DaemonError::MountPoint {
+            path: shown.clone(),
+            reason: format!(
+                "SealFS ({source}) is already mounted there; `sealfs umount {shown}` first"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The source (`sealfs:MANAGER`) of a live SealFS mount at `mnt`, if any,
+/// from `/proc/self/mountinfo` (fields: … mount-point … `-` fstype source …).
+fn sealfs_mount_source(mnt: &Path) -> Option<String> {
+    let mnt = mnt.canonicalize().ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let mut fields = l.split(' ');
+        let at = fields.clone().nth(4)?;
+        if Path::new(at) != mnt.as_path() {
+            return None;
+        }
+        let mut rest = fields.by_ref().skip_while(|f| *f != "-").skip(1);
+        let (fstype, source) = (rest.next()?, rest.next()?);
+        (fstype.starts_with("fuse") && source.starts_with("sealfs:")).then(|| source.to_string())
+    })
 }
 
 /// Mounts and serves until unmounted. `ready` is called once: with `Ok`
 /// when the mount is live, or with the error that prevented it.
-pub fn run(cfg: MountConfig, ready: impl FnOnce(Result<(), &DaemonError>)) -> Result<(), DaemonError> {
+pub fn run(
+    cfg: MountConfig,
+    ready: impl FnOnce(Result<(), &DaemonError>),
+) -> Result<(), DaemonError> {
     let res = mount(&cfg);
     let session = match res {
         Ok(s) => s,
@@ -99,12 +140,15 @@ fn mount(cfg: &MountConfig) -> Result<fuser::Session<SealFs>, DaemonError> {
     check_mountpoint(&cfg.mountpoint)?;
     // Before any thread exists, so that every thread inherits the mask and
     // only the signal thread receives these.
-    sys::block_stop_signals().map_err(|e| DaemonError::Session(cfg.mountpoint.display().to_string(), e))?;
+    sys::block_stop_signals()
+        .map_err(|e| DaemonError::Session(cfg.mountpoint.display().to_string(), e))?;
     let mut copts = ClientOptions::default();
     copts.transport.io_timeout = cfg.io_timeout;
     copts.transport.connect_timeout = cfg.io_timeout.min(copts.transport.connect_timeout);
     let client = Client::connect(&cfg.manager, copts)?;
-    client.lstat("/").map_err(|e| DaemonError::Root(cfg.manager.clone(), e))?;
+    client
+        .lstat("/")
+        .map_err(|e| DaemonError::Root(cfg.manager.clone(), e))?;
     let fs = SealFs::new(Arc::new(client), cfg.fs);
 
     let mut options = vec![
@@ -141,9 +185,9 @@ fn raise_readahead(mnt: &Path) {
     // Fields: id parent major:minor root mount-point …; the last match is the newest mount.
     let Some(dev) = info
         .lines()
+        .rev()
         .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(mnt.as_path()))
-        .filter_map(|l| l.split(' ').nth(2))
-        .last()
+        .find_map(|l| l.split(' ').nth(2))
     else {
         return;
     };
@@ -173,7 +217,9 @@ fn serve(mut session: fuser::Session<SealFs>, mnt: &Path) -> Result<(), DaemonEr
     if let Err(e) = spawned {
         return Err(DaemonError::Session(mnt.display().to_string(), e));
     }
-    session.run().map_err(|e| DaemonError::Session(mnt.display().to_string(), e))?;
+    session
+        .run()
+        .map_err(|e| DaemonError::Session(mnt.display().to_string(), e))?;
     tracing::info!(mountpoint = %mnt.display(), "SealFS unmounted");
     Ok(())
 }
@@ -191,17 +237,26 @@ pub fn umount(mnt: &Path, lazy: bool) -> Result<(), DaemonError> {
             if lazy {
                 cmd.arg("-z");
             }
-            let out = cmd.arg(mnt).output().map_err(|e| DaemonError::Umount(shown.clone(), format!("fusermount3: {e}")))?;
+            let out = cmd
+                .arg(mnt)
+                .output()
+                .map_err(|e| DaemonError::Umount(shown.clone(), format!("fusermount3: {e}")))?;
             if out.status.success() {
                 Ok(())
             } else {
-                Err(DaemonError::Umount(shown, String::from_utf8_lossy(&out.stderr).trim().to_string()))
+                Err(DaemonError::Umount(
+                    shown,
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ))
             }
         }
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            Err(DaemonError::Umount(shown.clone(), format!("{e}: files are open in it; `sealfs umount --lazy {shown}` detaches it now")))
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(DaemonError::Umount(
+            shown.clone(),
+            format!("{e}: files are open in it; `sealfs umount --lazy {shown}` detaches it now"),
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(DaemonError::Umount(shown, "not a mount point".into()))
         }
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(DaemonError::Umount(shown, "not a mount point".into())),
         Err(e) => Err(DaemonError::Umount(shown, e.to_string())),
     }
 }

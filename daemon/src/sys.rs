@@ -82,7 +82,12 @@ pub fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     syscall!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) })
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    })
 }
 
 /// Clears close-on-exec on `fd` so a child process inherits it.

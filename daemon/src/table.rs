@@ -11,7 +11,7 @@
 //! * `path` is the node's current name as far as this daemon knows: renames
 //!   made through this mount rewrite it (and every descendant's path);
 //! * a node unlinked while open has been moved to a hidden name
-//!   ([`HIDDEN_DIR`]`/<ino>`) and has `hidden == true`; its last release
+//!   ([`HIDDEN_DIR`]`/<ino>.<daemon pid>`) and has `hidden == true`; its last release
 //!   removes that name (libfuse's `hard_remove=off` behaviour).
 
 use std::collections::HashMap;
@@ -55,7 +55,15 @@ impl Table {
     /// A table that knows the root.
     pub fn new() -> Table {
         let mut nodes = HashMap::new();
-        nodes.insert(ROOT, Node { path: "/".to_string(), lookups: 1, open: 0, hidden: false });
+        nodes.insert(
+            ROOT,
+            Node {
+                path: "/".to_string(),
+                lookups: 1,
+                open: 0,
+                hidden: false,
+            },
+        );
         Table { nodes }
     }
 
@@ -72,7 +80,12 @@ impl Table {
     /// Records one kernel lookup of `id` at `path` (a reply that hands the
     /// kernel an entry counts as one).
     pub fn looked_up(&mut self, id: u64, path: &str) {
-        let n = self.nodes.entry(id).or_insert_with(|| Node { path: path.to_string(), lookups: 0, open: 0, hidden: false });
+        let n = self.nodes.entry(id).or_insert_with(|| Node {
+            path: path.to_string(),
+            lookups: 0,
+            open: 0,
+            hidden: false,
+        });
         if !n.hidden {
             n.path = path.to_string();
         }
@@ -119,7 +132,10 @@ impl Table {
     /// node whose name was removed or replaced may still carry the old path
     /// until the kernel forgets it; only open nodes matter here.)
     pub fn find_open(&self, path: &str) -> Option<u64> {
-        self.nodes.iter().find(|(_, n)| !n.hidden && n.open > 0 && n.path == path).map(|(id, _)| *id)
+        self.nodes
+            .iter()
+            .find(|(_, n)| !n.hidden && n.open > 0 && n.path == path)
+            .map(|(id, _)| *id)
     }
 
     /// `from` was renamed to `to`: rewrite the paths of the node at `from`
@@ -145,7 +161,6 @@ impl Table {
             n.hidden = true;
         }
     }
-
 }
 
 /// `dir/name` for an absolute directory path.

@@ -7,15 +7,28 @@ use std::process::Command;
 
 #[test]
 fn every_case_runs_on_a_local_directory() {
-    let dir = tempfile::Builder::new().prefix("sealfs-suite").tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_sealfs-posix-suite")).arg(dir.path()).output().expect("run the suite");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::Builder::new()
+        .prefix("sealfs-suite")
+        .tempdir()
+        .expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sealfs-posix-suite"))
+        .arg(dir.path())
+        .output()
+        .expect("run the suite");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let cases: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(cases.len() >= 60, "{text}");
     let failed: Vec<&&str> = cases.iter().filter(|l| l.contains("\tfailed:")).collect();
     assert!(failed.is_empty(), "cases that could not run: {failed:?}");
-    assert!(text.lines().last().is_some_and(|l| l.starts_with("# cases ")));
+    assert!(text
+        .lines()
+        .last()
+        .is_some_and(|l| l.starts_with("# cases ")));
     // The work directory is removed afterwards.
     assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 0);
 }

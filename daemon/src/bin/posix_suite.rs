@@ -80,7 +80,14 @@ mod sys {
         call!(libc::rename(c(a).as_ptr(), c(b).as_ptr()))
     }
     pub fn renameat2(a: &Path, b: &Path, flags: u32) -> Result<i64, String> {
-        call!(libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, c(a).as_ptr(), libc::AT_FDCWD, c(b).as_ptr(), flags))
+        call!(libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            c(a).as_ptr(),
+            libc::AT_FDCWD,
+            c(b).as_ptr(),
+            flags
+        ))
     }
     pub fn truncate(p: &Path, len: i64) -> Result<i32, String> {
         call!(libc::truncate(c(p).as_ptr(), len))
@@ -94,7 +101,11 @@ mod sys {
     }
     pub fn readlink(p: &Path) -> Result<String, String> {
         let mut buf = vec![0u8; 4096];
-        let n = call!(libc::readlink(c(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()))?;
+        let n = call!(libc::readlink(
+            c(p).as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len()
+        ))?;
         buf.truncate(n as usize);
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
@@ -128,10 +139,21 @@ mod sys {
     }
     pub fn utimes(p: &Path, atime: (i64, i64), mtime: (i64, i64)) -> Result<i32, String> {
         let ts = [
-            libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 },
-            libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 },
+            libc::timespec {
+                tv_sec: atime.0,
+                tv_nsec: atime.1,
+            },
+            libc::timespec {
+                tv_sec: mtime.0,
+                tv_nsec: mtime.1,
+            },
         ];
-        call!(libc::utimensat(libc::AT_FDCWD, c(p).as_ptr(), ts.as_ptr(), 0))
+        call!(libc::utimensat(
+            libc::AT_FDCWD,
+            c(p).as_ptr(),
+            ts.as_ptr(),
+            0
+        ))
     }
     pub fn access(p: &Path, mode: i32) -> Result<i32, String> {
         call!(libc::access(c(p).as_ptr(), mode))
@@ -165,10 +187,18 @@ fn get(p: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn names(p: &Path) -> Result<Vec<String>, String> {
-    let rd = std::fs::read_dir(p).map_err(|e| sealfs_proto::Errno(e.raw_os_error().unwrap_or(0)).name().to_string())?;
+    let rd = std::fs::read_dir(p).map_err(|e| {
+        sealfs_proto::Errno(e.raw_os_error().unwrap_or(0))
+            .name()
+            .to_string()
+    })?;
     let mut v = Vec::new();
     for e in rd {
-        let e = e.map_err(|e| sealfs_proto::Errno(e.raw_os_error().unwrap_or(0)).name().to_string())?;
+        let e = e.map_err(|e| {
+            sealfs_proto::Errno(e.raw_os_error().unwrap_or(0))
+                .name()
+                .to_string()
+        })?;
         v.push(e.file_name().to_string_lossy().into_owned());
     }
     Ok(v)
@@ -190,8 +220,16 @@ fn as_nobody(f: impl FnOnce() -> String) -> String {
     if pid == 0 {
         drop(rd);
         // SAFETY: dropping privileges in the child; failures are reported.
-        let ok = unsafe { libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
-        let out = if ok { f() } else { format!("setuid failed: {}", last()) };
+        let ok = unsafe {
+            libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setgid(65534) == 0
+                && libc::setuid(65534) == 0
+        };
+        let out = if ok {
+            f()
+        } else {
+            format!("setuid failed: {}", last())
+        };
         let _ = wr.write_all(out.as_bytes());
         drop(wr);
         // SAFETY: leave the child without running the parent's destructors.
@@ -219,11 +257,19 @@ fn case(name: &str, dir: &Path) -> Out {
         "open_enoent" => res(sys::open(&dir.join("missing"), libc::O_RDONLY, 0)),
         "open_creat_excl_existing" => {
             put(&f, b"x")?;
-            res(sys::open(&f, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644))
+            res(sys::open(
+                &f,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o644,
+            ))
         }
         "open_creat_excl_dangling_symlink" => {
             sys::symlink("nowhere", &f)?;
-            res(sys::open(&f, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644))
+            res(sys::open(
+                &f,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o644,
+            ))
         }
         "open_dir_for_write" => {
             sys::mkdir(&d, 0o755)?;
@@ -242,7 +288,11 @@ fn case(name: &str, dir: &Path) -> Out {
             sys::symlink("f", &g)?;
             res(sys::open(&g, libc::O_RDONLY | libc::O_NOFOLLOW, 0))
         }
-        "open_creat_in_missing_dir" => res(sys::open(&dir.join("no/f"), libc::O_CREAT | libc::O_WRONLY, 0o644)),
+        "open_creat_in_missing_dir" => res(sys::open(
+            &dir.join("no/f"),
+            libc::O_CREAT | libc::O_WRONLY,
+            0o644,
+        )),
         "open_trunc" => {
             put(&f, b"0123456789")?;
             let fd = sys::open(&f, libc::O_WRONLY | libc::O_TRUNC, 0)?;
@@ -274,7 +324,11 @@ fn case(name: &str, dir: &Path) -> Out {
             sys::umask(old);
             sys::close(fd?);
             sys::mkdir(&d, 0o777).ok();
-            format!("file={} dir={}", mode(&sys::stat(&f)?), mode(&sys::stat(&d)?))
+            format!(
+                "file={} dir={}",
+                mode(&sys::stat(&f)?),
+                mode(&sys::stat(&d)?)
+            )
         }
         "write_on_rdonly_fd" => {
             put(&f, b"x")?;
@@ -303,7 +357,9 @@ fn case(name: &str, dir: &Path) -> Out {
             )
         }
         "large_write_across_chunks" => {
-            let data: Vec<u8> = (0..3 * 1024 * 1024 + 77).map(|i: u32| (i * 7 % 251) as u8).collect();
+            let data: Vec<u8> = (0..3 * 1024 * 1024 + 77)
+                .map(|i: u32| (i * 7 % 251) as u8)
+                .collect();
             put(&f, &data)?;
             let back = get(&f)?;
             format!("equal={} size={}", back == data, sys::stat(&f)?.st_size)
@@ -340,14 +396,22 @@ fn case(name: &str, dir: &Path) -> Out {
             put(&f, b"src")?;
             put(&g, b"dst")?;
             sys::rename(&f, &g)?;
-            format!("g={} f={}", String::from_utf8_lossy(&get(&g)?), res(sys::lstat(&f)))
+            format!(
+                "g={} f={}",
+                String::from_utf8_lossy(&get(&g)?),
+                res(sys::lstat(&f))
+            )
         }
         "rename_dir_over_empty_dir" => {
             sys::mkdir(&d, 0o755)?;
             put(&d.join("x"), b"1")?;
             sys::mkdir(&e, 0o755)?;
             sys::rename(&d, &e)?;
-            format!("d={} e/x={}", res(sys::lstat(&d)), res(sys::lstat(&e.join("x"))))
+            format!(
+                "d={} e/x={}",
+                res(sys::lstat(&d)),
+                res(sys::lstat(&e.join("x")))
+            )
         }
         "rename_dir_over_nonempty_dir" => {
             sys::mkdir(&d, 0o755)?;
@@ -391,7 +455,11 @@ fn case(name: &str, dir: &Path) -> Out {
             sys::mkdir(&d.join("s"), 0o755)?;
             put(&d.join("s/x"), b"deep")?;
             sys::rename(&d, &e)?;
-            format!("{} {}", String::from_utf8_lossy(&get(&e.join("s/x"))?), res(sys::lstat(&d)))
+            format!(
+                "{} {}",
+                String::from_utf8_lossy(&get(&e.join("s/x"))?),
+                res(sys::lstat(&d))
+            )
         }
         "rename_open_file_keeps_fd" => {
             put(&f, b"data")?;
@@ -402,7 +470,11 @@ fn case(name: &str, dir: &Path) -> Out {
             sys::close(fd);
             r?;
             w?;
-            format!("{} {}", String::from_utf8_lossy(&back?), String::from_utf8_lossy(&get(&g)?))
+            format!(
+                "{} {}",
+                String::from_utf8_lossy(&back?),
+                String::from_utf8_lossy(&get(&g)?)
+            )
         }
         "rename_over_open_file" => {
             put(&f, b"new")?;
@@ -412,7 +484,11 @@ fn case(name: &str, dir: &Path) -> Out {
             let back = sys::pread(fd, 10, 0);
             sys::close(fd);
             r?;
-            format!("fd={} name={}", String::from_utf8_lossy(&back?), String::from_utf8_lossy(&get(&g)?))
+            format!(
+                "fd={} name={}",
+                String::from_utf8_lossy(&back?),
+                String::from_utf8_lossy(&get(&g)?)
+            )
         }
         "unlink_open_file" => {
             put(&f, b"still here")?;
@@ -465,7 +541,10 @@ fn case(name: &str, dir: &Path) -> Out {
             let n1 = sys::stat(&d)?.st_nlink;
             sys::rmdir(&d.join("s"))?;
             let n2 = sys::stat(&d)?.st_nlink;
-            format!("empty={n0} with_sub={n1} after_rmdir={n2} file={}", sys::stat(&d.join("x"))?.st_nlink)
+            format!(
+                "empty={n0} with_sub={n1} after_rmdir={n2} file={}",
+                sys::stat(&d.join("x"))?.st_nlink
+            )
         }
         "size_follows_writes" => {
             let fd = sys::open(&f, libc::O_RDWR | libc::O_CREAT, 0o644)?;
@@ -499,7 +578,10 @@ fn case(name: &str, dir: &Path) -> Out {
             std::thread::sleep(std::time::Duration::from_millis(20));
             sys::chmod(&f, 0o600)?;
             let t1 = sys::stat(&f)?;
-            format!("chmod={}", (t1.st_ctime, t1.st_ctime_nsec) > (t0.st_ctime, t0.st_ctime_nsec))
+            format!(
+                "chmod={}",
+                (t1.st_ctime, t1.st_ctime_nsec) > (t0.st_ctime, t0.st_ctime_nsec)
+            )
         }
         "dir_mtime_advances_on_create_and_unlink" => {
             sys::mkdir(&d, 0o755)?;
@@ -513,9 +595,16 @@ fn case(name: &str, dir: &Path) -> Out {
         }
         "utimens_exact" => {
             put(&f, b"x")?;
-            sys::utimes(&f, (1_234_567_890, 123_456_789), (1_111_111_111, 987_654_321))?;
+            sys::utimes(
+                &f,
+                (1_234_567_890, 123_456_789),
+                (1_111_111_111, 987_654_321),
+            )?;
             let st = sys::stat(&f)?;
-            format!("{}.{} {}.{}", st.st_atime, st.st_atime_nsec, st.st_mtime, st.st_mtime_nsec)
+            format!(
+                "{}.{} {}.{}",
+                st.st_atime, st.st_atime_nsec, st.st_mtime, st.st_mtime_nsec
+            )
         }
         "chmod_bits" => {
             put(&f, b"x")?;
@@ -557,7 +646,13 @@ fn case(name: &str, dir: &Path) -> Out {
         }
         "perm_create_in_readonly_dir" => {
             sys::mkdir(&d, 0o755)?;
-            as_nobody(|| res(sys::open(&d.join("x"), libc::O_CREAT | libc::O_WRONLY, 0o644)))
+            as_nobody(|| {
+                res(sys::open(
+                    &d.join("x"),
+                    libc::O_CREAT | libc::O_WRONLY,
+                    0o644,
+                ))
+            })
         }
         "perm_search_denied" => {
             sys::mkdir(&d, 0o700)?;
@@ -576,7 +671,11 @@ fn case(name: &str, dir: &Path) -> Out {
                 Err(e) => e,
             });
             let st = sys::stat(&d.join("x"));
-            format!("{out} owner={}", st.map(|s| format!("{}:{}", s.st_uid, s.st_gid)).unwrap_or_else(|e| e))
+            format!(
+                "{out} owner={}",
+                st.map(|s| format!("{}:{}", s.st_uid, s.st_gid))
+                    .unwrap_or_else(|e| e)
+            )
         }
         "perm_unlink_sticky_dir" => {
             sys::mkdir(&d, 0o777)?;
@@ -588,13 +687,23 @@ fn case(name: &str, dir: &Path) -> Out {
             put(&f, b"x")?;
             sys::chmod(&f, 0o640)?;
             let r = res(sys::access(&f, libc::R_OK | libc::W_OK));
-            let n = as_nobody(|| format!("r={} f={}", res(sys::access(&f, libc::R_OK)), res(sys::access(&f, libc::F_OK))));
+            let n = as_nobody(|| {
+                format!(
+                    "r={} f={}",
+                    res(sys::access(&f, libc::R_OK)),
+                    res(sys::access(&f, libc::F_OK))
+                )
+            });
             format!("root={r} nobody={n}")
         }
         "readdir_10000_entries" => {
             sys::mkdir(&d, 0o755)?;
             for i in 0..10_000 {
-                let fd = sys::open(&d.join(format!("n{i:05}")), libc::O_CREAT | libc::O_WRONLY, 0o644)?;
+                let fd = sys::open(
+                    &d.join(format!("n{i:05}")),
+                    libc::O_CREAT | libc::O_WRONLY,
+                    0o644,
+                )?;
                 sys::close(fd);
             }
             let mut v = names(&d)?;
@@ -607,13 +716,21 @@ fn case(name: &str, dir: &Path) -> Out {
         "readdir_with_concurrent_creates" => {
             sys::mkdir(&d, 0o755)?;
             for i in 0..2000 {
-                let fd = sys::open(&d.join(format!("a{i:04}")), libc::O_CREAT | libc::O_WRONLY, 0o644)?;
+                let fd = sys::open(
+                    &d.join(format!("a{i:04}")),
+                    libc::O_CREAT | libc::O_WRONLY,
+                    0o644,
+                )?;
                 sys::close(fd);
             }
             let d2 = d.clone();
             let creator = std::thread::spawn(move || {
                 for i in 0..500 {
-                    if let Ok(fd) = sys::open(&d2.join(format!("b{i:04}")), libc::O_CREAT | libc::O_WRONLY, 0o644) {
+                    if let Ok(fd) = sys::open(
+                        &d2.join(format!("b{i:04}")),
+                        libc::O_CREAT | libc::O_WRONLY,
+                        0o644,
+                    ) {
                         sys::close(fd);
                     }
                 }
@@ -625,7 +742,10 @@ fn case(name: &str, dir: &Path) -> Out {
             olds.sort();
             olds.dedup();
             let total = names(&d)?.len();
-            format!("old_listed={listed} old_unique={} total_after={total}", olds.len())
+            format!(
+                "old_listed={listed} old_unique={} total_after={total}",
+                olds.len()
+            )
         }
         "name_255_and_256_bytes" => {
             let ok = dir.join("x".repeat(255));
@@ -643,7 +763,11 @@ fn case(name: &str, dir: &Path) -> Out {
                 sys::mkdir(&p, 0o755)?;
             }
             put(&p.join("leaf"), b"deep")?;
-            format!("len>1500={} read={}", p.as_os_str().len() > 1500, String::from_utf8_lossy(&get(&p.join("leaf"))?))
+            format!(
+                "len>1500={} read={}",
+                p.as_os_str().len() > 1500,
+                String::from_utf8_lossy(&get(&p.join("leaf"))?)
+            )
         }
         "path_too_long" => {
             let mut p = dir.to_path_buf();
