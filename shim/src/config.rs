@@ -82,6 +82,11 @@ pub fn client() -> Result<&'static Client, Errno> {
     }
 }
 
+/// Whether a client is connected in this process.
+pub fn connected() -> bool {
+    !CLIENT.load(Ordering::Acquire).is_null()
+}
+
 /// In a forked child: forget the parent's client (its connections are
 /// shared with the parent) without touching its locks; it is leaked.
 pub fn forget_client() {

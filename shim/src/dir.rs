@@ -35,15 +35,17 @@ fn dtype(k: FileKind) -> u8 {
 /// The entries of the directory `f`, with `.` and `..` first as Linux lists them.
 pub fn list(f: &OpenFile) -> Result<Vec<Ent>, Errno> {
     let c = client()?;
-    let entries = c.readdir(&f.path)?;
-    let parent_ino = match path::split(&f.path) {
+    let entries = c.readdir(&f.path())?;
+    let parent_ino = match path::split(&f.path()) {
         Some((parent, _)) => c.lstat(parent).map(|i| i.attr.ino).unwrap_or(f.ino),
         None => f.ino,
     };
     let mut v = Vec::with_capacity(entries.len() + 2);
     v.push(Ent { name: b".".to_vec(), ino: f.ino, dtype: libc::DT_DIR });
     v.push(Ent { name: b"..".to_vec(), ino: parent_ino, dtype: libc::DT_DIR });
-    v.extend(entries.into_iter().map(|e| Ent { name: e.name.into_bytes(), ino: e.ino, dtype: dtype(e.kind) }));
+    // Files unlinked while open (`ops::unlink_at`) are gone as far as
+    // listings go.
+    v.extend(entries.into_iter().filter(|e| !e.name.starts_with(crate::fdtable::UNLINKED_PREFIX)).map(|e| Ent { name: e.name.into_bytes(), ino: e.ino, dtype: dtype(e.kind) }));
     Ok(v)
 }
 
@@ -234,8 +236,8 @@ pub unsafe fn scandir<T>(
             Err(e) => break Err(e),
             Ok(Some(e)) => {
                 let e = e as *mut libc::dirent64 as *const T;
-                // SAFETY: calling the application's filter on a valid entry.
                 if let Some(f) = filter {
+                    // SAFETY: calling the application's filter on a valid entry.
                     if unsafe { f(e) } == 0 {
                         continue;
                     }
@@ -245,6 +247,8 @@ pub unsafe fn scandir<T>(
                 if m.is_null() {
                     break Err(Errno::ENOMEM);
                 }
+                // SAFETY: `m` is a fresh allocation of `sz` bytes and `e` a
+                // valid entry of at least `sz` bytes; they do not overlap.
                 unsafe { std::ptr::copy_nonoverlapping(e.cast::<u8>(), m.cast::<u8>(), sz) };
                 v.push(m);
             }

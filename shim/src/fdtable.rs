@@ -11,7 +11,7 @@ use crate::shm;
 use parking_lot::{Mutex, RwLock};
 use sealfs_client::FileKind;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// fds at or above this are never ours (a reserved fd this high is refused
@@ -69,8 +69,9 @@ impl Pos {
 
 /// One SealFS open-file description.
 pub struct OpenFile {
-    /// The SealFS path opened (after following final symlinks).
-    pub path: String,
+    /// The SealFS path opened (after following final symlinks); moved by
+    /// this process's own renames ([`rename_paths`]).
+    path: RwLock<String>,
     pub kind: FileKind,
     pub ino: u64,
     /// Access mode and status flags (`O_APPEND`, `O_NONBLOCK`, …).
@@ -83,9 +84,86 @@ pub struct OpenFile {
     pub dir: Mutex<Option<(Vec<crate::dir::Ent>, usize)>>,
 }
 
+/// The name prefix of a file unlinked while open (hidden from listings).
+pub const UNLINKED_PREFIX: &str = ".sealfs-unlinked-";
+
+/// Hidden names of files this process unlinked while they were open
+/// (`ops::unlink_at`): each is removed when no open description here
+/// addresses it any more, or at exit.
+static PENDING: Mutex<Vec<String>> = parking_lot::const_mutex(Vec::new());
+static ANY_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Defers the unlink of `hidden` to its last close in this process.
+pub fn defer_unlink(hidden: String) {
+    let mut p = PENDING.lock();
+    if !p.contains(&hidden) {
+        p.push(hidden);
+    }
+    ANY_PENDING.store(true, Ordering::Release);
+}
+
+fn unlink_hidden(p: &str) {
+    let _g = crate::guard::Guard::enter();
+    if let Ok(c) = crate::config::client() {
+        let _ = c.unlink(p);
+    }
+}
+
+impl Drop for OpenFile {
+    /// A description is gone (never called with the table locked): if it
+    /// was the last one of a deferred unlink, finish it.
+    fn drop(&mut self) {
+        if !ANY_PENDING.load(Ordering::Acquire) {
+            return;
+        }
+        let p = self.path.get_mut().clone();
+        if !PENDING.lock().contains(&p) || !open_at_path(&p).is_empty() {
+            return;
+        }
+        {
+            let mut pend = PENDING.lock();
+            pend.retain(|x| *x != p);
+            ANY_PENDING.store(!pend.is_empty(), Ordering::Release);
+        }
+        unlink_hidden(&p);
+    }
+}
+
+/// `from` was renamed to `to` by this process: every open description
+/// at `from` or below it follows (the kernel's descriptions follow the
+/// inode; ours address a path).
+pub fn rename_paths(from: &str, to: &str) {
+    for (_, f) in snapshot() {
+        let p = f.path();
+        if p == from {
+            f.set_path(to.to_string());
+        } else if let Some(rest) = p.strip_prefix(from).filter(|r| r.starts_with('/') && from != "/") {
+            f.set_path(format!("{to}{rest}"));
+        }
+    }
+}
+
+/// The open descriptions of files at exactly `p`.
+pub fn open_at_path(p: &str) -> Vec<Arc<OpenFile>> {
+    let mut v: Vec<Arc<OpenFile>> = Vec::new();
+    for (_, f) in snapshot() {
+        if f.path() == p && !v.iter().any(|g| Arc::ptr_eq(g, &f)) {
+            v.push(f);
+        }
+    }
+    v
+}
+
 impl OpenFile {
     pub fn new(path: String, kind: FileKind, ino: u64, flags: i32, pos: Pos) -> OpenFile {
-        OpenFile { path, kind, ino, flags: AtomicI32::new(flags), pos, io: Mutex::new(()), dir: Mutex::new(None) }
+        OpenFile { path: RwLock::new(path), kind, ino, flags: AtomicI32::new(flags), pos, io: Mutex::new(()), dir: Mutex::new(None) }
+    }
+    /// The SealFS path this description addresses now.
+    pub fn path(&self) -> String {
+        self.path.read().clone()
+    }
+    pub fn set_path(&self, p: String) {
+        *self.path.write() = p;
     }
     pub fn readable(&self) -> bool {
         let f = self.flags.load(Ordering::Relaxed);
@@ -123,6 +201,11 @@ pub fn get(fd: i32) -> Option<Arc<OpenFile>> {
     }
 }
 
+/// Whether any SealFS file is open in this process.
+pub fn has_files() -> bool {
+    TABLE.read().values().any(|e| matches!(e, Entry::File(_)))
+}
+
 /// Whether `fd` is one of the shim's own fds.
 pub fn is_internal(fd: i32) -> bool {
     is_ours(fd) && matches!(TABLE.read().get(&fd), Some(Entry::Internal))
@@ -130,7 +213,10 @@ pub fn is_internal(fd: i32) -> bool {
 
 fn put(fd: i32, e: Entry) -> bool {
     let Some((w, m)) = bit(fd) else { return false };
-    TABLE.write().insert(fd, e);
+    // A replaced entry is dropped after the lock is released (its Drop
+    // may look at the table).
+    let old = TABLE.write().insert(fd, e);
+    drop(old);
     BITS[w].fetch_or(m, Ordering::AcqRel);
     true
 }
@@ -225,6 +311,15 @@ pub fn internal_in(first: u32, last: u32) -> Vec<i32> {
     TABLE.read().range(lo..=hi).filter(|(_, e)| matches!(e, Entry::Internal)).map(|(fd, _)| *fd).collect()
 }
 
+/// At process exit: finish the deferred unlinks of files still open.
+pub fn exit_unlinks() {
+    let pend = std::mem::take(&mut *PENDING.lock());
+    ANY_PENDING.store(false, Ordering::Release);
+    for p in pend {
+        unlink_hidden(&p);
+    }
+}
+
 /// Every SealFS fd and its file.
 pub fn snapshot() -> Vec<(i32, Arc<OpenFile>)> {
     TABLE
@@ -255,6 +350,15 @@ pub fn fork_child() {
     // SAFETY: fork_prepare left the write lock held; the child has only this
     // thread, so nobody else can hold it.
     unsafe { TABLE.force_unlock_write() };
+    // Only the process that unlinked a file removes its hidden name.
+    // SAFETY: only this thread exists in the child.
+    unsafe {
+        if PENDING.is_locked() {
+            PENDING.force_unlock();
+        }
+    }
+    PENDING.lock().clear();
+    ANY_PENDING.store(false, Ordering::Release);
     for (_, f) in snapshot() {
         // SAFETY: in the child only this thread exists; a held lock belonged
         // to a thread that is gone, and no guard of it will ever be dropped.
@@ -264,6 +368,12 @@ pub fn fork_child() {
             }
             if f.dir.is_locked() {
                 f.dir.force_unlock();
+            }
+            if f.path.is_locked_exclusive() {
+                f.path.force_unlock_write();
+            }
+            while f.path.is_locked() {
+                f.path.force_unlock_read();
             }
         }
     }

@@ -3,12 +3,36 @@
 //! calls the operation under `catch_unwind` (no panic crosses the C ABI)
 //! and either passes the call to the real function or returns the result,
 //! setting `errno` on failure and leaving it untouched on success.
+//!
+//! # Safety
+//!
+//! Every hook is an `unsafe extern "C"` function whose contract is the libc
+//! function's own (valid C strings, buffers of the stated sizes, live
+//! `DIR*`/`FILE*`). The `unsafe` blocks fall into four families, each
+//! sound for the reason given here and marked with its letter:
+//!
+//! * (P) pass-through: the real libc function (`real.rs`, resolved with
+//!   `dlsym(RTLD_NEXT)` and called with its exact C prototype) gets the
+//!   application's arguments unchanged, so the caller's guarantees are
+//!   exactly the ones it needs; the shim adds no obligation.
+//! * (O) operation or pass-through: `ops::*`/`stdio::*`/`spawn::*` are
+//!   `unsafe fn`s whose `# Safety` sections ask only what the C function
+//!   asks of its caller; they get the application's arguments unchanged,
+//!   and so does the real function when the operation passes.
+//! * (D) directory streams: `dir::is_ours` reads the first 8 bytes behind
+//!   a non-null `DIR*`, and both kinds of `DIR` (glibc's and our
+//!   `SealDir`) are 8-aligned heap objects larger than that; past a true
+//!   `is_ours` the stream is a `SealDir` this library allocated, which is
+//!   what the other `dir::*` functions require.
+//! * (M) path pre-check: `paths::maybe` (and `maybe2`) read an application
+//!   C string only up to the prefix's length or its NUL, whichever comes
+//!   first, and treat null as "not a path".
 
 #![allow(clippy::missing_safety_doc)]
 
 use crate::guard::Guard;
 use crate::ops::{self, errno, set_errno, Op};
-use crate::{dir, fdtable, paths, process, real, stdio};
+use crate::{dir, fdtable, paths, process, real, spawn, stdio};
 use libc::{c_char, c_int, c_long, c_uint, c_void, mode_t, off64_t, off_t, size_t, ssize_t, DIR, FILE};
 use sealfs_client::Errno;
 use std::panic::AssertUnwindSafe;
@@ -132,6 +156,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 }
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| ops::close_range(first, last, flags), || unsafe { real::close_range(first, last, flags) })
 }
 
@@ -267,6 +292,7 @@ pub unsafe extern "C" fn posix_fallocate(fd: c_int, o: off_t, l: off_t) -> c_int
         // SAFETY: the real function with the application's arguments.
         return unsafe { real::posix_fallocate(fd, o, l) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     errno_ret(run(|| ops::fallocate(fd, 0, o, l), || unsafe { real::fallocate(fd, 0, o, l) }))
 }
 #[no_mangle]
@@ -275,6 +301,7 @@ pub unsafe extern "C" fn posix_fallocate64(fd: c_int, o: off64_t, l: off64_t) ->
         // SAFETY: the real function with the application's arguments.
         return unsafe { real::posix_fallocate64(fd, o, l) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     errno_ret(run(|| ops::fallocate(fd, 0, o, l), || unsafe { real::fallocate64(fd, 0, o, l) }))
 }
 #[no_mangle]
@@ -283,6 +310,7 @@ pub unsafe extern "C" fn copy_file_range(fi: c_int, oi: *mut off64_t, fo: c_int,
         // SAFETY: the real function with the application's arguments.
         return unsafe { real::copy_file_range(fi, oi, fo, oo, n, f) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::copy_range(fi, oi, fo, oo, n) }, || unsafe { real::copy_file_range(fi, oi, fo, oo, n, f) })
 }
 #[no_mangle]
@@ -291,6 +319,7 @@ pub unsafe extern "C" fn sendfile(out: c_int, inp: c_int, o: *mut off_t, n: size
         // SAFETY: the real function with the application's arguments.
         return unsafe { real::sendfile(out, inp, o, n) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::copy_range(inp, o, out, std::ptr::null_mut(), n) }, || unsafe { real::sendfile(out, inp, o, n) })
 }
 #[no_mangle]
@@ -299,6 +328,7 @@ pub unsafe extern "C" fn sendfile64(out: c_int, inp: c_int, o: *mut off64_t, n: 
         // SAFETY: the real function with the application's arguments.
         return unsafe { real::sendfile64(out, inp, o, n) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::copy_range(inp, o, out, std::ptr::null_mut(), n) }, || unsafe { real::sendfile64(out, inp, o, n) })
 }
 
@@ -418,42 +448,58 @@ unsafe fn maybe2(da: c_int, a: *const c_char, db: c_int, b: *const c_char) -> bo
 }
 #[no_mangle]
 pub unsafe extern "C" fn rename(a: *const c_char, b: *const c_char) -> c_int {
+    // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(AT, a, AT, b) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::rename(a, b) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::rename_at(AT, a, AT, b, 0) }, || unsafe { real::rename(a, b) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn renameat(da: c_int, a: *const c_char, db: c_int, b: *const c_char) -> c_int {
+    // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(da, a, db, b) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::renameat(da, a, db, b) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::rename_at(da, a, db, b, 0) }, || unsafe { real::renameat(da, a, db, b) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn renameat2(da: c_int, a: *const c_char, db: c_int, b: *const c_char, f: c_uint) -> c_int {
+    // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(da, a, db, b) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::renameat2(da, a, db, b, f) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::rename_at(da, a, db, b, f) }, || unsafe { real::renameat2(da, a, db, b, f) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn link(a: *const c_char, b: *const c_char) -> c_int {
+    // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(AT, a, AT, b) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::link(a, b) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::link_at(AT, a, AT, b) }, || unsafe { real::link(a, b) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn linkat(da: c_int, a: *const c_char, db: c_int, b: *const c_char, f: c_int) -> c_int {
+    // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(da, a, db, b) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::linkat(da, a, db, b, f) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::link_at(da, a, db, b) }, || unsafe { real::linkat(da, a, db, b, f) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn symlink(t: *const c_char, p: *const c_char) -> c_int {
     if t.is_null() {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::symlink(t, p) };
     }
     path_hook!(AT, p, ops::symlink_at(t, AT, p), real::symlink(t, p))
@@ -461,6 +507,7 @@ pub unsafe extern "C" fn symlink(t: *const c_char, p: *const c_char) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn symlinkat(t: *const c_char, d: c_int, p: *const c_char) -> c_int {
     if t.is_null() {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::symlinkat(t, d, p) };
     }
     path_hook!(d, p, ops::symlink_at(t, d, p), real::symlinkat(t, d, p))
@@ -675,6 +722,7 @@ pub unsafe extern "C" fn fstatvfs64(fd: c_int, b: *mut libc::statvfs64) -> c_int
 pub unsafe extern "C" fn chdir(p: *const c_char) -> c_int {
     // SAFETY: application C string.
     if !p.is_null() && unsafe { paths::maybe(AT, p) } {
+        // SAFETY: operation or pass-through, see (O) in the module docs.
         let r = run(|| unsafe { ops::chdir(p) }, || -2);
         if r != -2 {
             return r;
@@ -705,15 +753,19 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn getcwd(b: *mut c_char, n: size_t) -> *mut c_char {
     if paths::vcwd().is_none() {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::getcwd(b, n) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::getcwd(b, n) }, || unsafe { real::getcwd(b, n) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
     if paths::vcwd().is_none() {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::get_current_dir_name() };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { ops::getcwd(std::ptr::null_mut(), 0) }, || unsafe { real::get_current_dir_name() })
 }
 #[no_mangle]
@@ -737,67 +789,94 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
 }
 #[no_mangle]
 pub unsafe extern "C" fn readdir(d: *mut DIR) -> *mut libc::dirent {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::readdir(d) };
     }
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     run(|| Some(unsafe { dir::readdir(d) }.map(|p| p.cast())), std::ptr::null_mut)
 }
 #[no_mangle]
 pub unsafe extern "C" fn readdir64(d: *mut DIR) -> *mut libc::dirent64 {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::readdir64(d) };
     }
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     run(|| Some(unsafe { dir::readdir(d) }), std::ptr::null_mut)
 }
 #[no_mangle]
 pub unsafe extern "C" fn readdir_r(d: *mut DIR, e: *mut libc::dirent, r: *mut *mut libc::dirent) -> c_int {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::readdir_r(d, e, r) };
     }
     let _g = Guard::enter();
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { dir::readdir_r(d, e.cast(), r.cast()) })).unwrap_or(libc::EIO)
 }
 #[no_mangle]
 pub unsafe extern "C" fn readdir64_r(d: *mut DIR, e: *mut libc::dirent64, r: *mut *mut libc::dirent64) -> c_int {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::readdir64_r(d, e, r) };
     }
     let _g = Guard::enter();
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { dir::readdir_r(d, e, r) })).unwrap_or(libc::EIO)
 }
 #[no_mangle]
 pub unsafe extern "C" fn closedir(d: *mut DIR) -> c_int {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::closedir(d) };
     }
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     run(|| Some(Ok(unsafe { dir::closedir(d) })), || 0)
 }
 #[no_mangle]
 pub unsafe extern "C" fn rewinddir(d: *mut DIR) {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::rewinddir(d) };
     }
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     unsafe { dir::rewinddir(d) }
 }
 #[no_mangle]
 pub unsafe extern "C" fn dirfd(d: *mut DIR) -> c_int {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::dirfd(d) };
     }
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     unsafe { dir::dirfd(d) }
 }
 #[no_mangle]
 pub unsafe extern "C" fn telldir(d: *mut DIR) -> c_long {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::telldir(d) };
     }
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     unsafe { dir::telldir(d) }
 }
 #[no_mangle]
 pub unsafe extern "C" fn seekdir(d: *mut DIR, pos: c_long) {
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::seekdir(d, pos) };
     }
+    // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     unsafe { dir::seekdir(d, pos) }
 }
 #[no_mangle]
@@ -832,15 +911,19 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup2(fd: c_int, new: c_int) -> c_int {
     if !fdtable::is_ours(fd) && !fdtable::is_ours(new) {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::dup2(fd, new) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| ops::dup3(fd, new, 0, true), || unsafe { real::dup2(fd, new) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn dup3(fd: c_int, new: c_int, f: c_int) -> c_int {
     if !fdtable::is_ours(fd) && !fdtable::is_ours(new) {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::dup3(fd, new, f) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| ops::dup3(fd, new, f, false), || unsafe { real::dup3(fd, new, f) })
 }
 #[no_mangle]
@@ -861,6 +944,7 @@ pub unsafe extern "C" fn flock(fd: c_int, op: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn fopen(p: *const c_char, m: *const c_char) -> *mut FILE {
     if m.is_null() {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::fopen(p, m) };
     }
     path_hook!(AT, p, stdio::fopen(p, m), real::fopen(p, m))
@@ -868,27 +952,35 @@ pub unsafe extern "C" fn fopen(p: *const c_char, m: *const c_char) -> *mut FILE 
 #[no_mangle]
 pub unsafe extern "C" fn fopen64(p: *const c_char, m: *const c_char) -> *mut FILE {
     if m.is_null() {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::fopen64(p, m) };
     }
     path_hook!(AT, p, stdio::fopen(p, m), real::fopen64(p, m))
 }
 #[no_mangle]
 pub unsafe extern "C" fn freopen(p: *const c_char, m: *const c_char, f: *mut FILE) -> *mut FILE {
+    // SAFETY: path pre-check, see (M) in the module docs.
     if m.is_null() || (!p.is_null() && !unsafe { paths::maybe(AT, p) }) || (p.is_null() && stdio::fileno_of(f).is_none()) {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::freopen(p, m, f) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { stdio::freopen(p, m, f) }, || unsafe { real::freopen(p, m, f) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn freopen64(p: *const c_char, m: *const c_char, f: *mut FILE) -> *mut FILE {
+    // SAFETY: path pre-check, see (M) in the module docs.
     if m.is_null() || (!p.is_null() && !unsafe { paths::maybe(AT, p) }) || (p.is_null() && stdio::fileno_of(f).is_none()) {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::freopen64(p, m, f) };
     }
+    // SAFETY: operation or pass-through, see (O) in the module docs.
     run(|| unsafe { stdio::freopen(p, m, f) }, || unsafe { real::freopen64(p, m, f) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn fdopen(fd: c_int, m: *const c_char) -> *mut FILE {
     if m.is_null() {
+        // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::fdopen(fd, m) };
     }
     fd_hook!(fd, stdio::fdopen(fd, m), real::fdopen(fd, m))
@@ -897,6 +989,7 @@ pub unsafe extern "C" fn fdopen(fd: c_int, m: *const c_char) -> *mut FILE {
 pub unsafe extern "C" fn fileno(f: *mut FILE) -> c_int {
     match stdio::fileno_of(f) {
         Some(fd) => fd,
+        // SAFETY: pass-through, see (P) in the module docs.
         None => unsafe { real::fileno(f) },
     }
 }
@@ -904,6 +997,7 @@ pub unsafe extern "C" fn fileno(f: *mut FILE) -> c_int {
 pub unsafe extern "C" fn fileno_unlocked(f: *mut FILE) -> c_int {
     match stdio::fileno_of(f) {
         Some(fd) => fd,
+        // SAFETY: pass-through, see (P) in the module docs.
         None => unsafe { real::fileno_unlocked(f) },
     }
 }
@@ -914,20 +1008,38 @@ pub unsafe extern "C" fn fileno_unlocked(f: *mut FILE) -> c_int {
 pub unsafe extern "C" fn execve(p: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     let env = {
         let _g = Guard::enter();
+        // SAFETY: `envp` is the application's null-terminated environment
+        // array (or null), as execve requires; `exec_env` only reads it.
         std::panic::catch_unwind(|| unsafe { process::exec_env(envp) }).ok().flatten()
     };
     let e = env.as_ref().map_or(envp, |e| e.as_ptr());
     // SAFETY: the real execve; `env` outlives it.
     unsafe { real::execve(p, argv, e) }
 }
+/// `execve` under a name of its own, for the C wrappers of `csrc/variadic.c`.
+#[no_mangle]
+pub unsafe extern "C" fn sealfs_hook_execve(p: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+    // SAFETY: the caller's (execl/execle's) arguments, forwarded.
+    unsafe { execve(p, argv, envp) }
+}
+/// `execvpe` under a name of its own, for `execlp` in `csrc/variadic.c`.
+#[no_mangle]
+pub unsafe extern "C" fn sealfs_hook_execvpe(f: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+    // SAFETY: the caller's (execlp's) arguments, forwarded.
+    unsafe { execvpe(f, argv, envp) }
+}
 #[no_mangle]
 pub unsafe extern "C" fn execv(p: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: the application's arguments and libc's own environment, to
+    // our execve hook (same contract).
     unsafe { execve(p, argv, process::environ_ptr()) }
 }
 #[no_mangle]
 pub unsafe extern "C" fn execvpe(f: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     let env = {
         let _g = Guard::enter();
+        // SAFETY: `envp` is the application's null-terminated environment
+        // array (or null), as execve requires; `exec_env` only reads it.
         std::panic::catch_unwind(|| unsafe { process::exec_env(envp) }).ok().flatten()
     };
     let e = env.as_ref().map_or(envp, |e| e.as_ptr());
@@ -936,6 +1048,8 @@ pub unsafe extern "C" fn execvpe(f: *const c_char, argv: *const *const c_char, e
 }
 #[no_mangle]
 pub unsafe extern "C" fn execvp(f: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: the application's arguments and libc's own environment, to
+    // our execvpe hook (same contract).
     unsafe { execvpe(f, argv, process::environ_ptr()) }
 }
 
@@ -954,4 +1068,94 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
     let fd = fdtable::relocate_socket(fd);
     set_errno(saved);
     fd
+}
+
+// ------------------------------------------------------------------ spawn
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut libc::pid_t,
+    p: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    at: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: the application's arguments, unchanged, to the operation (which
+    // only reads `fa`'s address and `envp`) and to the real function.
+    run(|| unsafe { spawn::posix_spawn(pid, p, fa, at, argv, envp, false) }, || unsafe { real::posix_spawn(pid, p, fa, at, argv, envp) })
+}
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut libc::pid_t,
+    f: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    at: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: as for posix_spawn.
+    run(|| unsafe { spawn::posix_spawn(pid, f, fa, at, argv, envp, true) }, || unsafe { real::posix_spawnp(pid, f, fa, at, argv, envp) })
+}
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_init(fa: *mut libc::posix_spawn_file_actions_t) -> c_int {
+    spawn::forget(fa);
+    // SAFETY: the application's argument, unchanged.
+    unsafe { real::posix_spawn_file_actions_init(fa) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int {
+    spawn::forget(fa);
+    // SAFETY: the application's argument, unchanged.
+    unsafe { real::posix_spawn_file_actions_destroy(fa) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_adddup2(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, new: c_int) -> c_int {
+    // SAFETY: the application's arguments, unchanged.
+    let r = unsafe { real::posix_spawn_file_actions_adddup2(fa, fd, new) };
+    if r == 0 {
+        spawn::record_dup2(fa, fd, new);
+    }
+    r
+}
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_addclose(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int) -> c_int {
+    // SAFETY: the application's arguments, unchanged.
+    let r = unsafe { real::posix_spawn_file_actions_addclose(fa, fd) };
+    if r == 0 {
+        spawn::record_close(fa, fd);
+    }
+    r
+}
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_addopen(
+    fa: *mut libc::posix_spawn_file_actions_t,
+    fd: c_int,
+    p: *const c_char,
+    fl: c_int,
+    m: mode_t,
+) -> c_int {
+    // SAFETY: the application's arguments, unchanged.
+    let r = unsafe { real::posix_spawn_file_actions_addopen(fa, fd, p, fl, m) };
+    if r == 0 {
+        spawn::record_open(fa, fd);
+    }
+    r
+}
+#[no_mangle]
+pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
+    // SAFETY: the application's command string, to the operation and to the
+    // real function.
+    run(|| unsafe { spawn::system(cmd) }, || unsafe { real::system(cmd) })
+}
+#[no_mangle]
+pub unsafe extern "C" fn popen(cmd: *const c_char, m: *const c_char) -> *mut FILE {
+    // SAFETY: the application's strings, to the operation and the real function.
+    run(|| unsafe { spawn::popen(cmd, m) }, || unsafe { real::popen(cmd, m) })
+}
+#[no_mangle]
+pub unsafe extern "C" fn pclose(f: *mut FILE) -> c_int {
+    // SAFETY: the application's stream, to the operation (which only
+    // compares its address unless it made it) and the real function.
+    run(|| unsafe { spawn::pclose(f) }, || unsafe { real::pclose(f) })
 }

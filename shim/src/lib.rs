@@ -27,7 +27,10 @@ mod paths;
 mod process;
 mod real;
 mod shm;
+mod spawn;
 mod stdio;
+#[cfg(not(test))]
+mod variadic;
 
 /// The library constructor (cheap: registers fork handlers and parses what
 /// an exec carried over; never connects).
@@ -35,3 +38,10 @@ mod stdio;
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = process::init;
+
+/// The library destructor: finishes the deferred unlinks of files this
+/// process unlinked while they were open and never closed.
+#[cfg(not(test))]
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = process::fini;

@@ -179,14 +179,14 @@ pub fn read_file(f: &OpenFile, buf: &mut [u8], at: Option<u64>) -> Result<usize,
     }
     match at {
         Some(off) => {
-            let d = c.read_at(&f.path, f.ino, off, n)?;
+            let d = c.read_at(&f.path(), f.ino, off, n)?;
             buf[..d.len()].copy_from_slice(&d);
             Ok(d.len())
         }
         None => {
             let _g = f.io.lock();
             let pos = f.pos.get();
-            let d = c.read_at(&f.path, f.ino, pos, n)?;
+            let d = c.read_at(&f.path(), f.ino, pos, n)?;
             buf[..d.len()].copy_from_slice(&d);
             f.pos.set(pos + d.len() as u64);
             Ok(d.len())
@@ -207,18 +207,18 @@ pub fn write_file(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, E
     if append {
         // As on Linux, pwrite on an O_APPEND file appends too.
         let _g = f.io.lock();
-        let off = c.append(&f.path, f.ino, data)?;
+        let off = c.append(&f.path(), f.ino, data)?;
         if at.is_none() {
             f.pos.set(off + data.len() as u64);
         }
         return Ok(data.len());
     }
     match at {
-        Some(off) => c.write_at(&f.path, f.ino, off, data),
+        Some(off) => c.write_at(&f.path(), f.ino, off, data),
         None => {
             let _g = f.io.lock();
             let pos = f.pos.get();
-            let n = c.write_at(&f.path, f.ino, pos, data)?;
+            let n = c.write_at(&f.path(), f.ino, pos, data)?;
             f.pos.set(pos + n as u64);
             Ok(n)
         }
@@ -315,7 +315,7 @@ pub fn lseek(fd: c_int, off: i64, whence: c_int) -> Op<i64> {
     Some((|| {
         let _g = f.io.lock();
         let cur = f.pos.get() as i64;
-        let size = || -> Result<i64, Errno> { Ok(client()?.lstat(&f.path)?.attr.size as i64) };
+        let size = || -> Result<i64, Errno> { Ok(client()?.lstat(&f.path())?.attr.size as i64) };
         let new = match whence {
             libc::SEEK_SET => off,
             libc::SEEK_CUR => cur.checked_add(off).ok_or(Errno::EOVERFLOW)?,
@@ -355,7 +355,7 @@ pub fn ftruncate(fd: c_int, len: i64) -> Op<c_int> {
         if len < 0 || f.kind != FileKind::File || !f.writable() {
             return Err(Errno::EINVAL);
         }
-        client()?.truncate(&f.path, len as u64)?;
+        client()?.truncate(&f.path(), len as u64)?;
         Ok(0)
     })())
 }
@@ -379,7 +379,7 @@ pub fn fsync(fd: c_int) -> Op<c_int> {
     let f = file!(fd);
     Some((|| {
         if f.kind == FileKind::File {
-            client()?.fsync(&f.path, f.ino)?;
+            client()?.fsync(&f.path(), f.ino)?;
         }
         Ok(0)
     })())
@@ -410,8 +410,8 @@ pub fn fallocate(fd: c_int, mode: c_int, off: i64, len: i64) -> Op<c_int> {
         }
         let c = client()?;
         let end = off.checked_add(len).ok_or(Errno::EFBIG)? as u64;
-        if c.lstat(&f.path)?.attr.size < end {
-            c.truncate(&f.path, end)?;
+        if c.lstat(&f.path())?.attr.size < end {
+            c.truncate(&f.path(), end)?;
         }
         Ok(0)
     })())
@@ -482,6 +482,7 @@ pub unsafe fn copy_range(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out:
             let want = (len - total).min(buf.len());
             // SAFETY: the offset pointers are null or valid (caller).
             let ai = if off_in.is_null() { None } else { Some(unsafe { *off_in }) };
+            // SAFETY: as above.
             let ao = if off_out.is_null() { None } else { Some(unsafe { *off_out }) };
             let n = match io_read(fd_in, &mut buf[..want], ai) {
                 Ok(n) => n,
@@ -524,7 +525,7 @@ fn stat_path(p: &str, follow: bool) -> Result<Inode, Errno> {
 }
 
 fn stat_file(f: &OpenFile) -> Result<Inode, Errno> {
-    let i = client()?.lstat(&f.path)?;
+    let i = client()?.lstat(&f.path())?;
     if i.attr.ino != f.ino {
         return Err(Errno::ESTALE);
     }
@@ -681,7 +682,7 @@ fn follow(p: String, follow: bool) -> Result<String, Errno> {
 fn setattr_target(t: Target, set: SetAttr) -> Result<c_int, Errno> {
     let c = client()?;
     match t {
-        Target::Fd(f) => c.setattr(&f.path, set)?,
+        Target::Fd(f) => c.setattr(&f.path(), set)?,
         Target::Path(p, fl) => c.setattr(&follow(p, fl)?, set)?,
     };
     Ok(0)
@@ -818,9 +819,24 @@ pub unsafe fn unlink_at(dirfd: c_int, p: *const c_char, flags: c_int) -> Op<c_in
         let c = client()?;
         if flags & libc::AT_REMOVEDIR != 0 {
             c.rmdir(&p)?;
-        } else {
-            c.unlink(&p)?;
+            return Ok(0);
         }
+        let open = fdtable::open_at_path(&p).into_iter().filter(|f| f.kind == FileKind::File).collect::<Vec<_>>();
+        if let Some(first) = open.first() {
+            // Open here: rename to a hidden name and unlink at the last
+            // close (NFS's "silly rename"), so the data stays readable
+            // through the open fds as on Linux. The hidden name lives in
+            // the root, not the file's directory, so an `rmdir` of that
+            // directory still succeeds as on Linux.
+            let hidden = format!("/{}{:x}-{}", fdtable::UNLINKED_PREFIX, first.ino, std::process::id());
+            c.rename(&p, &hidden, 0)?;
+            for f in &open {
+                f.set_path(hidden.clone());
+            }
+            fdtable::defer_unlink(hidden);
+            return Ok(0);
+        }
+        c.unlink(&p)?;
         Ok(0)
     })();
     trace("unlink", &p, &r);
@@ -841,6 +857,11 @@ pub unsafe fn rename_at(da: c_int, a: *const c_char, db: c_int, b: *const c_char
         (Loc::Seal(x), Loc::Seal(y)) => {
             let r = client().and_then(|c| c.rename(&x, &y, flags)).map(|_| 0);
             trace("rename", &format!("{x} {y}"), &r);
+            if r.is_ok() {
+                // Open descriptions and the cwd follow the renamed path.
+                fdtable::rename_paths(&x, &y);
+                paths::rename_vcwd(&x, &y);
+            }
             Some(r)
         }
         _ => Some(Err(Errno::EXDEV)),
@@ -998,7 +1019,7 @@ pub fn fchdir(fd: c_int) -> Op<c_int> {
     if f.kind != FileKind::Dir {
         return Some(Err(Errno::ENOTDIR));
     }
-    paths::set_vcwd(Some(f.path.clone()));
+    paths::set_vcwd(Some(f.path()));
     Some(Ok(0))
 }
 

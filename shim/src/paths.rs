@@ -102,7 +102,7 @@ pub unsafe fn resolve(dirfd: c_int, p: *const c_char) -> Result<Loc, Errno> {
         }
     } else {
         match fdtable::get(dirfd) {
-            Some(f) if f.kind == FileKind::Dir => f.path.clone(),
+            Some(f) if f.kind == FileKind::Dir => f.path(),
             Some(_) => {
                 if bytes.is_empty() {
                     return Err(Errno::ENOENT);
@@ -132,6 +132,19 @@ pub fn set_vcwd(p: Option<String>) {
     let mut g = VCWD.write();
     VCWD_ON.store(p.is_some(), Ordering::Relaxed);
     *g = p;
+}
+
+/// `from` was renamed to `to` by this process: a virtual cwd at or below
+/// it follows, as the kernel's cwd follows its inode.
+pub fn rename_vcwd(from: &str, to: &str) {
+    let mut g = VCWD.write();
+    if let Some(c) = g.as_mut() {
+        if c == from {
+            *c = to.to_string();
+        } else if let Some(rest) = c.strip_prefix(from).filter(|r| r.starts_with('/') && from != "/") {
+            *c = format!("{to}{rest}");
+        }
+    }
 }
 
 /// The local form of a SealFS path (`/sealfs/a` for `/a`).

@@ -39,16 +39,24 @@ fn kind_char(k: FileKind) -> char {
     }
 }
 
-/// The variables to add for an exec, and whether the memfd must survive it.
-fn exec_vars() -> (Vec<CString>, bool) {
+/// The SealFS fds an exec carries: those that are not close-on-exec.
+pub fn carried_files() -> Vec<(c_int, Arc<OpenFile>)> {
+    fdtable::snapshot()
+        .into_iter()
+        .filter(|(fd, _)| {
+            // SAFETY: reading the close-on-exec flag of a kernel fd.
+            let fdfl = unsafe { real::fcntl(*fd, libc::F_GETFD, 0) };
+            fdfl >= 0 && fdfl & libc::FD_CLOEXEC == 0
+        })
+        .collect()
+}
+
+/// The variables to add for an exec whose new image has `files` open, and
+/// whether the memfd must survive it.
+fn exec_vars(files: Vec<(c_int, Arc<OpenFile>)>) -> (Vec<CString>, bool) {
     let mut vars = Vec::new();
     let mut parts = Vec::new();
-    for (fd, f) in fdtable::snapshot() {
-        // SAFETY: reading the close-on-exec flag of a kernel fd.
-        let fdfl = unsafe { real::fcntl(fd, libc::F_GETFD, 0) };
-        if fdfl < 0 || fdfl & libc::FD_CLOEXEC != 0 {
-            continue;
-        }
+    for (fd, f) in files {
         let flags = f.flags.load(std::sync::atomic::Ordering::Relaxed);
         parts.push(format!(
             "{fd},{},{},{flags},{},{},{}",
@@ -56,7 +64,7 @@ fn exec_vars() -> (Vec<CString>, bool) {
             f.pos.get(),
             kind_char(f.kind),
             f.ino,
-            hex(&f.path)
+            hex(&f.path())
         ));
     }
     let mut need_memfd = false;
@@ -104,7 +112,17 @@ impl Drop for ExecEnv {
 /// # Safety
 /// `envp` is null or a null-terminated array of C strings.
 pub unsafe fn exec_env(envp: *const *const c_char) -> Option<ExecEnv> {
-    let (vars, need_memfd) = exec_vars();
+    // SAFETY: forwarded caller guarantee.
+    unsafe { exec_env_for(envp, carried_files()) }
+}
+
+/// [`exec_env`] for a new image that will have `files` open (a spawn whose
+/// file actions moved fds around).
+///
+/// # Safety
+/// `envp` is null or a null-terminated array of C strings.
+pub unsafe fn exec_env_for(envp: *const *const c_char, files: Vec<(c_int, Arc<OpenFile>)>) -> Option<ExecEnv> {
+    let (vars, need_memfd) = exec_vars(files);
     if vars.is_empty() {
         return None;
     }
@@ -240,4 +258,26 @@ pub extern "C" fn init() {
         let _ = config::config();
         restore();
     });
+}
+
+/// Whether this process holds any SealFS state a `vfork` child could
+/// corrupt: open SealFS fds, a virtual cwd, or a connected client.
+pub fn has_state() -> bool {
+    fdtable::has_files() || paths::vcwd().is_some() || config::connected()
+}
+
+/// The target of the `vfork` trampoline (`csrc/variadic.c`): `fork` while
+/// the shim holds state, the real `vfork` otherwise.
+#[no_mangle]
+pub extern "C" fn sealfs_vfork_target() -> usize {
+    if has_state() {
+        return libc::fork as *const () as usize;
+    }
+    real::vfork_addr()
+}
+
+/// The library destructor (see `lib.rs`).
+pub extern "C" fn fini() {
+    let _g = crate::guard::Guard::enter();
+    let _ = std::panic::catch_unwind(fdtable::exit_unlinks);
 }

@@ -35,6 +35,13 @@ fn addr(cache: &AtomicUsize, name: &'static str) -> usize {
     a
 }
 
+/// The address of the real `vfork` (jumped to, never called from Rust: a
+/// vfork child must not return through a frame of ours).
+pub fn vfork_addr() -> usize {
+    static CACHE: AtomicUsize = AtomicUsize::new(0);
+    addr(&CACHE, "vfork\0")
+}
+
 macro_rules! reals {
     ($( fn $name:ident($($a:ident: $t:ty),*) -> $r:ty; )*) => {$(
         /// The real libc function of this name.
@@ -45,6 +52,8 @@ macro_rules! reals {
             // SAFETY: `a` is the address of the libc function of this name,
             // whose C prototype is the one declared here.
             let f: unsafe extern "C" fn($($t),*) -> $r = unsafe { std::mem::transmute(a) };
+            // SAFETY: the caller upholds the C function's contract (this
+            // fn is `unsafe` with exactly that contract).
             unsafe { f($($a),*) }
         }
     )*};
@@ -63,6 +72,7 @@ macro_rules! reals_variadic {
             // this name; calling it with one more argument of a promoted type
             // is what a C caller does.
             let f: unsafe extern "C" fn($($t,)* ...) -> $r = unsafe { std::mem::transmute(a) };
+            // SAFETY: the caller upholds the C function's contract.
             unsafe { f($($a,)* $v) }
         }
     )*};
@@ -199,6 +209,16 @@ reals! {
     fn fileno(f: *mut FILE) -> c_int;
     fn fileno_unlocked(f: *mut FILE) -> c_int;
     fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
+    fn posix_spawn(pid: *mut libc::pid_t, path: *const c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    fn posix_spawnp(pid: *mut libc::pid_t, file: *const c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    fn posix_spawn_file_actions_init(fa: *mut libc::posix_spawn_file_actions_t) -> c_int;
+    fn posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int;
+    fn posix_spawn_file_actions_adddup2(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, new: c_int) -> c_int;
+    fn posix_spawn_file_actions_addclose(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int) -> c_int;
+    fn posix_spawn_file_actions_addopen(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int;
+    fn system(cmd: *const c_char) -> c_int;
+    fn popen(cmd: *const c_char, mode: *const c_char) -> *mut FILE;
+    fn pclose(f: *mut FILE) -> c_int;
     fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
     fn getxattr(path: *const c_char, name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t;
     fn lgetxattr(path: *const c_char, name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t;

@@ -32,6 +32,7 @@ fn base() -> Option<*mut AtomicU64> {
     }
     // SAFETY: sizing and, on failure, closing the memfd just made.
     if unsafe { real::ftruncate(fd, BYTES as i64) } != 0 {
+        // SAFETY: closing the memfd just made, never published.
         unsafe { real::close(fd) };
         return None;
     }

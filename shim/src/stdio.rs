@@ -58,12 +58,14 @@ fn done(r: Op<isize>, pass: impl FnOnce() -> isize) -> isize {
 unsafe extern "C" fn c_read(c: *mut c_void, buf: *mut c_char, n: size_t) -> ssize_t {
     // SAFETY: `c` is the Cookie we gave fopencookie; `buf` holds `n` bytes.
     let fd = unsafe { &*(c as *const Cookie) }.fd;
+    // SAFETY: `buf` holds `n` writable bytes (fopencookie's contract).
     with_guard(|| unsafe { done(ops::read(fd, buf.cast(), n, None), || real::read(fd, buf.cast(), n)) })
 }
 
 unsafe extern "C" fn c_write(c: *mut c_void, buf: *const c_char, n: size_t) -> ssize_t {
     // SAFETY: as c_read.
     let fd = unsafe { &*(c as *const Cookie) }.fd;
+    // SAFETY: `buf` holds `n` readable bytes (fopencookie's contract).
     let r = with_guard(|| unsafe { done(ops::write(fd, buf.cast(), n, None), || real::write(fd, buf.cast(), n)) });
     // fopencookie treats a negative return as an error, and 0 as one too.
     if r < 0 {

@@ -2,6 +2,7 @@
 //! measured in the same run.
 
 pub mod io500;
+pub mod shim;
 
 use clap::Subcommand;
 
@@ -15,6 +16,13 @@ pub enum BenchCmd {
     /// One worker of `bench io500` (started by it; not for direct use).
     #[command(hide = true)]
     Io500Worker(io500::WorkerArgs),
+    /// The preload library: per-operation latency and throughput through
+    /// `libsealfs.so` against a local cluster vs. tmpfs and the local disk,
+    /// and the passthrough overhead on local paths.
+    Shim(shim::ShimArgs),
+    /// One worker of `bench shim` (started by it; not for direct use).
+    #[command(hide = true)]
+    ShimWorker(shim::ShimWorkerArgs),
 }
 
 /// Runs a benchmark.
@@ -22,5 +30,7 @@ pub fn run(cmd: BenchCmd) -> Result<(), String> {
     match cmd {
         BenchCmd::Io500(a) => io500::run(a),
         BenchCmd::Io500Worker(a) => io500::worker(a),
+        BenchCmd::Shim(a) => shim::run(a),
+        BenchCmd::ShimWorker(a) => shim::worker(a),
     }
 }
