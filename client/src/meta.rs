@@ -153,6 +153,14 @@ impl Client {
         self.on_path(path, |p| self.getattr_norm(p))
     }
 
+    /// `lstat` for a caller that already knows the parent is a directory
+    /// (a FUSE lookup, a getattr of a known inode): one request, and
+    /// `ENOENT` is not refined to `ENOTDIR`, which would cost a second round
+    /// trip on every lookup of an absent name.
+    pub fn lookup(&self, path: &str) -> Result<Inode, Errno> {
+        self.getattr_norm(&path::normalize(path)?)
+    }
+
     /// The attributes of `path`, following final symlinks.
     pub fn stat(&self, path: &str) -> Result<Inode, Errno> {
         self.on_path(path, |p| Ok(self.resolve(p.to_string())?.1))
@@ -289,7 +297,9 @@ impl Client {
     /// Drops the chunks of an inode whose name is gone. Failures are logged,
     /// not returned: the name is already gone.
     pub(crate) fn drop_data(&self, removed: &Inode) {
-        if removed.attr.kind != FileKind::File {
+        // An empty file has no chunks: truncate and every write path keep
+        // no bytes past the size.
+        if removed.attr.kind != FileKind::File || removed.attr.size == 0 {
             return;
         }
         let ino = removed.attr.ino;

@@ -510,7 +510,7 @@ impl Filesystem for SealFs {
                     e
                 }
             })?;
-            let inode = self.client.lstat(&path).map_err(errno)?;
+            let inode = self.client.lookup(&path).map_err(errno)?;
             Ok((path, inode))
         })();
         match res {
@@ -533,7 +533,7 @@ impl Filesystem for SealFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let res = (|| {
             let path = self.path(ino)?;
-            let inode = self.client.lstat(&path).map_err(errno)?;
+            let inode = self.client.lookup(&path).map_err(errno)?;
             if ino.0 != ROOT && inode.attr.ino != ino.0 {
                 return Err(Errno::ESTALE);
             }
