@@ -6,53 +6,34 @@
 
 mod common;
 
-use common::{compile_c, shim_lib, Cluster, Opts};
+use common::{compile_c, Preloaded};
 use sealfs_client::{Client, FileKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// A prefix no test machine has on disk.
 const MOUNT: &str = "/sealfs-shim-test";
 
-struct Env {
-    cl: Cluster,
-    lib: PathBuf,
-    tmp: tempfile::TempDir,
+struct Env(Preloaded);
+
+impl std::ops::Deref for Env {
+    type Target = Preloaded;
+    fn deref(&self) -> &Preloaded {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        let lib = shim_lib();
-        assert!(!Path::new(MOUNT).exists(), "{MOUNT} exists on the local disk before the test");
-        Env { cl: Cluster::start(Opts::default()), lib, tmp: tempfile::tempdir().expect("tempdir") }
-    }
-
-    /// A command with the shim preloaded.
-    fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new(prog);
-        c.env("LD_PRELOAD", &self.lib)
-            .env("SEALFS_MANAGER", self.cl.manager_addr())
-            .env("SEALFS_MOUNT", MOUNT)
-            .env("SEALFS_LOG", self.tmp.path().join("shim.log"));
-        c
-    }
-
-    fn run(&self, mut c: Command) -> Output {
-        let out = c.output().expect("spawn");
-        assert!(
-            out.status.success(),
-            "{c:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        Env(Preloaded::new(MOUNT))
     }
 
     fn bash(&self, script: &str, root: &str) -> String {
         let mut c = self.cmd("bash");
-        c.args(["-c", script]).env("R", root).env("SRC", self.tmp.path().join("src"));
+        c.args(["-c", script])
+            .env("R", root)
+            .env("SRC", self.tmp.path().join("src"));
         String::from_utf8_lossy(&self.run(c).stdout).into_owned()
     }
 
@@ -67,7 +48,10 @@ impl Env {
     }
 
     fn no_local_leak(&self) {
-        assert!(!Path::new(MOUNT).exists(), "something fell back to the local disk: {MOUNT} exists");
+        assert!(
+            !Path::new(MOUNT).exists(),
+            "something fell back to the local disk: {MOUNT} exists"
+        );
     }
 }
 
@@ -83,7 +67,10 @@ fn local_tree(root: &Path) -> BTreeMap<String, String> {
                 out.insert(rel, "dir".into());
                 walk(root, &p, out);
             } else if ft.is_symlink() {
-                out.insert(rel, format!("link:{}", std::fs::read_link(&p).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!("link:{}", std::fs::read_link(&p).unwrap().display()),
+                );
             } else {
                 out.insert(rel, format!("file:{}", hex(&std::fs::read(&p).unwrap())));
             }
@@ -129,8 +116,16 @@ fn assert_same_tree(env: &Env, local: &Path, seal: &str) {
     let s = seal_tree(&env.client(), seal);
     assert!(!l.is_empty(), "empty local tree {}", local.display());
     if l != s {
-        let only_l: Vec<_> = l.iter().filter(|(k, v)| s.get(*k) != Some(v)).take(10).collect();
-        let only_s: Vec<_> = s.iter().filter(|(k, v)| l.get(*k) != Some(v)).take(10).collect();
+        let only_l: Vec<_> = l
+            .iter()
+            .filter(|(k, v)| s.get(*k) != Some(v))
+            .take(10)
+            .collect();
+        let only_s: Vec<_> = s
+            .iter()
+            .filter(|(k, v)| l.get(*k) != Some(v))
+            .take(10)
+            .collect();
         panic!("trees differ ({} vs {} entries)\nlocal only/different: {only_l:?}\nsealfs only/different: {only_s:?}", l.len(), s.len());
     }
 }
@@ -138,9 +133,18 @@ fn assert_same_tree(env: &Env, local: &Path, seal: &str) {
 fn assert_same_lines(what: &str, local: &str, seal: &str) {
     let (l, s): (Vec<_>, Vec<_>) = (local.lines().collect(), seal.lines().collect());
     for (i, (a, b)) in l.iter().zip(&s).enumerate() {
-        assert_eq!(a, b, "{what}: line {} differs\nlocal:\n{local}\nsealfs:\n{seal}", i + 1);
+        assert_eq!(
+            a,
+            b,
+            "{what}: line {} differs\nlocal:\n{local}\nsealfs:\n{seal}",
+            i + 1
+        );
     }
-    assert_eq!(l.len(), s.len(), "{what}: transcripts differ in length\nlocal:\n{local}\nsealfs:\n{seal}");
+    assert_eq!(
+        l.len(),
+        s.len(),
+        "{what}: transcripts differ in length\nlocal:\n{local}\nsealfs:\n{seal}"
+    );
 }
 
 /// A deterministic 8 MiB + a few bytes input file.
@@ -220,7 +224,10 @@ fn coreutils_and_bash_match_local() {
     let lout = env.bash(COREUTILS, local.to_str().unwrap());
     let sout = env.bash(COREUTILS, &format!("{MOUNT}/cu"));
     assert_same_lines("coreutils", &lout, &sout);
-    assert!(lout.contains("same-8m") && lout.contains("external") && lout.contains("first=line1"), "{lout}");
+    assert!(
+        lout.contains("same-8m") && lout.contains("external") && lout.contains("first=line1"),
+        "{lout}"
+    );
     assert_same_tree(&env, &local, "/cu");
     env.no_local_leak();
 }
@@ -271,7 +278,13 @@ print(os.getcwd()[len(R):], sorted(os.listdir(".")))
 
 /// The real interpreter (`python3` on PATH may be a pyenv shell wrapper).
 fn real_python() -> Option<String> {
-    let out = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().ok()?;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .ok()?;
     let p = String::from_utf8(out.stdout).ok()?.trim().to_string();
     (out.status.success() && !p.is_empty()).then_some(p)
 }
@@ -297,7 +310,11 @@ fn python_tar_gzip_match_local() {
     for d in 0..10 {
         std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
         for f in 0..101 {
-            std::fs::write(src.join(format!("d{d}/f{f}")), format!("{d}/{f}\n").repeat(f + 1)).unwrap();
+            std::fs::write(
+                src.join(format!("d{d}/f{f}")),
+                format!("{d}/{f}\n").repeat(f + 1),
+            )
+            .unwrap();
         }
     }
     let tar_script = r#"
@@ -318,7 +335,9 @@ cmp $TARSRC/tree/d1/f100 $R/tar/g && echo gzip-roundtrip
 "#;
     let run_tar = |root: &str| {
         let mut c = env.cmd("bash");
-        c.args(["-c", tar_script]).env("R", root).env("TARSRC", env.tmp.path().join("tarsrc"));
+        c.args(["-c", tar_script])
+            .env("R", root)
+            .env("TARSRC", env.tmp.path().join("tarsrc"));
         String::from_utf8_lossy(&env.run(c).stdout).into_owned()
     };
     let local = env.local("tarl");
@@ -338,7 +357,8 @@ fn c_core_calls_match_local_preloaded_and_linked() {
     let bin = env.tmp.path().join("bin-core");
     compile_c("core.c", &bin, &[]);
     let local = env.local("core");
-    let lout = String::from_utf8_lossy(&Command::new(&bin).arg(&local).output().unwrap().stdout).into_owned();
+    let lout = String::from_utf8_lossy(&Command::new(&bin).arg(&local).output().unwrap().stdout)
+        .into_owned();
     assert!(lout.lines().count() > 100, "{lout}");
     let mut c = env.cmd("mkdir");
     c.arg(format!("{MOUNT}/core"));
@@ -351,18 +371,37 @@ fn c_core_calls_match_local_preloaded_and_linked() {
     // The same program linked against libsealfs.so (no LD_PRELOAD).
     let libdir = env.lib.parent().unwrap().to_str().unwrap().to_string();
     let linked = env.tmp.path().join("core-linked");
-    compile_c("core.c", &linked, &["-L", &libdir, "-lsealfs", &format!("-Wl,-rpath,{libdir}")]);
+    compile_c(
+        "core.c",
+        &linked,
+        &["-L", &libdir, "-lsealfs", &format!("-Wl,-rpath,{libdir}")],
+    );
     let mut c = Command::new(&linked);
-    c.arg(format!("{MOUNT}/core")).env("SEALFS_MANAGER", env.cl.manager_addr()).env("SEALFS_MOUNT", MOUNT);
+    c.arg(format!("{MOUNT}/core"))
+        .env("SEALFS_MANAGER", env.cl.manager_addr())
+        .env("SEALFS_MOUNT", MOUNT);
     let sout = String::from_utf8_lossy(&env.run(c).stdout).into_owned();
     assert_same_lines("core.c linked", &lout, &sout);
 
     // The direct API of sealfs.h.
     let direct = env.tmp.path().join("direct");
     let inc = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
-    compile_c("direct.c", &direct, &["-I", inc.to_str().unwrap(), "-L", &libdir, "-lsealfs", &format!("-Wl,-rpath,{libdir}")]);
+    compile_c(
+        "direct.c",
+        &direct,
+        &[
+            "-I",
+            inc.to_str().unwrap(),
+            "-L",
+            &libdir,
+            "-lsealfs",
+            &format!("-Wl,-rpath,{libdir}"),
+        ],
+    );
     let mut c = Command::new(&direct);
-    c.arg(env.cl.manager_addr()).arg("/direct").env_remove("SEALFS_MANAGER");
+    c.arg(env.cl.manager_addr())
+        .arg("/direct")
+        .env_remove("SEALFS_MANAGER");
     let out = String::from_utf8_lossy(&env.run(c).stdout).into_owned();
     assert!(out.contains("OK (0 failures)"), "{out}");
     env.no_local_leak();
@@ -389,11 +428,14 @@ fn fork_exec_and_threads() {
     let fork = env.tmp.path().join("bin-fork");
     compile_c("fork.c", &fork, &[]);
     let local = env.local("fork");
-    let lout = String::from_utf8_lossy(&env.run({
-        let mut c = Command::new(&fork);
-        c.arg(local.join("f"));
-        c
-    }).stdout)
+    let lout = String::from_utf8_lossy(
+        &env.run({
+            let mut c = Command::new(&fork);
+            c.arg(local.join("f"));
+            c
+        })
+        .stdout,
+    )
     .into_owned();
     let mut c = env.cmd(fork.to_str().unwrap());
     c.arg(format!("{MOUNT}/p/f"));
@@ -419,7 +461,10 @@ bash -c 'cd '$R'/p && /bin/pwd && cat e | head -n 1'
 "#,
         MOUNT,
     );
-    assert_eq!(out, format!("one\ntwo\nthree\ntwo\nthree\n3\nfrom-sh\nfrom-exec\n{MOUNT}/p\none\n"));
+    assert_eq!(
+        out,
+        format!("one\ntwo\nthree\ntwo\nthree\n3\nfrom-sh\nfrom-exec\n{MOUNT}/p\none\n")
+    );
     assert_eq!(cl.read_file("/p/out").unwrap(), b"from-sh\nfrom-exec\n");
     env.no_local_leak();
 }

@@ -10,46 +10,30 @@
 
 mod common;
 
-use common::{compile_c, shim_lib, Cluster, Opts};
+use common::{compile_c, Preloaded};
 use sealfs_client::Client;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 /// A prefix no test machine has on disk.
 const MOUNT: &str = "/sealfs-spawn-test";
 
-struct Env {
-    cl: Cluster,
-    lib: PathBuf,
-    tmp: tempfile::TempDir,
+struct Env(Preloaded);
+
+impl std::ops::Deref for Env {
+    type Target = Preloaded;
+    fn deref(&self) -> &Preloaded {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        let lib = shim_lib();
-        assert!(!Path::new(MOUNT).exists(), "{MOUNT} exists on the local disk before the test");
-        Env { cl: Cluster::start(Opts::default()), lib, tmp: tempfile::tempdir().expect("tempdir") }
+        Env(Preloaded::new(MOUNT))
     }
 
-    fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new(prog);
-        c.env("LD_PRELOAD", &self.lib)
-            .env("SEALFS_MANAGER", self.cl.manager_addr())
-            .env("SEALFS_MOUNT", MOUNT)
-            .env("SEALFS_LOG", self.tmp.path().join("shim.log"));
-        c
-    }
-
-    fn run(&self, mut c: Command) -> String {
-        let out: Output = c.output().expect("spawn");
-        assert!(
-            out.status.success(),
-            "{c:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    fn run(&self, c: Command) -> String {
+        String::from_utf8_lossy(&self.0.run(c).stdout).into_owned()
     }
 
     /// Runs `script` with bash, `R` set to a local dir, then to a SealFS
@@ -64,7 +48,9 @@ impl Env {
         mk.arg(format!("{MOUNT}/{name}"));
         self.run(mk);
         let mut c = self.cmd(prog);
-        c.args(args).arg(format!("{MOUNT}/{name}")).current_dir(self.tmp.path());
+        c.args(args)
+            .arg(format!("{MOUNT}/{name}"))
+            .current_dir(self.tmp.path());
         let s = self.run(c);
         (l, s)
     }
@@ -74,16 +60,25 @@ impl Env {
     }
 
     fn no_local_leak(&self) {
-        assert!(!Path::new(MOUNT).exists(), "something fell back to the local disk: {MOUNT} exists");
+        assert!(
+            !Path::new(MOUNT).exists(),
+            "something fell back to the local disk: {MOUNT} exists"
+        );
     }
 }
 
 fn real_python() -> String {
     let out = Command::new("python3")
-        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
         .output()
         .expect("python3 is needed for this test");
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }
 
 const SPAWN_SH: &str = r#"
@@ -116,10 +111,20 @@ fn system_popen_spawn_execl_vfork_carry_fds_and_cwd() {
         (l, env.run(c))
     };
     assert_eq!(l, s, "local:\n{l}\nsealfs:\n{s}");
-    for want in ["12\n12\nhello world\n12\nsystem=0", "popen r=12:hello world", "pclose w=0", "parent stdin after vfork: hello world"] {
+    for want in [
+        "12\n12\nhello world\n12\nsystem=0",
+        "popen r=12:hello world",
+        "pclose w=0",
+        "parent stdin after vfork: hello world",
+    ] {
         assert!(s.contains(want), "missing {want:?} in:\n{s}");
     }
-    assert_eq!(env.client().read_file("/sp/g").expect("g written through popen"), b"via popen w\n");
+    assert_eq!(
+        env.client()
+            .read_file("/sp/g")
+            .expect("g written through popen"),
+        b"via popen w\n"
+    );
     env.no_local_leak();
 }
 
@@ -167,8 +172,16 @@ fn python_subprocess_posix_spawn_and_system() {
     let (l, s) = env.both("py", &py, &[script.to_str().expect("utf-8")]);
     assert_eq!(l, s, "local:\n{l}\nsealfs:\n{s}");
     assert!(s.contains("parent still reads: hello world"), "{s}");
-    assert!(s.contains("b'hello world\\nhello world\\n' 0") && s.contains("b'R\\nhello world\\n' 0"), "{s}");
-    assert_eq!(env.client().read_file("/py/f2").expect("f2 written by system()"), b"hello world\n");
+    assert!(
+        s.contains("b'hello world\\nhello world\\n' 0") && s.contains("b'R\\nhello world\\n' 0"),
+        "{s}"
+    );
+    assert_eq!(
+        env.client()
+            .read_file("/py/f2")
+            .expect("f2 written by system()"),
+        b"hello world\n"
+    );
     env.no_local_leak();
 }
 
@@ -191,12 +204,30 @@ fn open_file_survives_rename_and_unlink() {
     compile_c("open_rename.c", &bin, &[]);
     let (l, s) = env.both("or", bin.to_str().expect("utf-8"), &[]);
     assert_eq!(l, s, "local:\n{l}\nsealfs:\n{s}");
-    assert!(s.contains("after unlink: read=14") && s.contains("after first close: read=14"), "{s}");
+    assert!(
+        s.contains("after unlink: read=14") && s.contains("after first close: read=14"),
+        "{s}"
+    );
     let c = env.client();
-    let names: Vec<String> = c.readdir("/or").expect("readdir").into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = c
+        .readdir("/or")
+        .expect("readdir")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, vec!["d2".to_string()], "hidden files left behind");
-    let hidden = |c: &Client| c.readdir("/").expect("readdir /").into_iter().filter(|e| e.name.starts_with(".sealfs-unlinked-")).count();
-    assert_eq!(hidden(&c), 0, "a deferred unlink did not finish at the last close");
+    let hidden = |c: &Client| {
+        c.readdir("/")
+            .expect("readdir /")
+            .into_iter()
+            .filter(|e| e.name.starts_with(".sealfs-unlinked-"))
+            .count()
+    };
+    assert_eq!(
+        hidden(&c),
+        0,
+        "a deferred unlink did not finish at the last close"
+    );
 
     // Unlinked while open and never closed: removed at exit.
     let py = real_python();

@@ -272,7 +272,10 @@ pub fn ids() -> (u32, u32) {
 /// `target/<profile>` of the running test binary (`…/target/<profile>/deps/x`).
 pub fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// Builds `libsealfs.so` with the test's profile (so a plain
@@ -285,11 +288,15 @@ pub fn shim_lib() -> PathBuf {
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = option_env!("CARGO").unwrap_or("cargo");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "sealfs-shim"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args(["build", "-q", "-p", "sealfs-shim"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     if release {
         cmd.arg("--release");
     }
-    let mut child = cmd.stdin(Stdio::null()).spawn().expect("run cargo build -p sealfs-shim");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("run cargo build -p sealfs-shim");
     let t0 = Instant::now();
     loop {
         if let Some(st) = child.try_wait().expect("wait cargo") {
@@ -299,12 +306,19 @@ pub fn shim_lib() -> PathBuf {
         if t0.elapsed() > Duration::from_secs(120) && lib.exists() {
             let _ = child.kill();
             let _ = child.wait();
-            eprintln!("cargo build -p sealfs-shim did not finish; using the existing {}", lib.display());
+            eprintln!(
+                "cargo build -p sealfs-shim did not finish; using the existing {}",
+                lib.display()
+            );
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(lib.exists(), "{} is missing: build it with `cargo build -p sealfs-shim`", lib.display());
+    assert!(
+        lib.exists(),
+        "{} is missing: build it with `cargo build -p sealfs-shim`",
+        lib.display()
+    );
     lib
 }
 
@@ -328,18 +342,28 @@ pub fn compile_c(src: &str, out: &Path, extra: &[&str]) {
 pub fn is_mounted(path: &Path) -> bool {
     let want = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines().any(|l| l.split(' ').nth(4).map(Path::new) == Some(want.as_path()))
+    info.lines()
+        .any(|l| l.split(' ').nth(4).map(Path::new) == Some(want.as_path()))
 }
 
 /// The POSIX behaviour suite program (built by the `sealfs-daemon` crate,
 /// next to the `sealfs` binary; built on demand when missing).
 pub fn posix_suite_bin() -> PathBuf {
-    let dir = Path::new(sealfs_bin()).parent().expect("bin dir").to_path_buf();
+    let dir = Path::new(sealfs_bin())
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
     let bin = dir.join("sealfs-posix-suite");
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "sealfs-daemon", "--bin", "sealfs-posix-suite"]);
+        cmd.args([
+            "build",
+            "-p",
+            "sealfs-daemon",
+            "--bin",
+            "sealfs-posix-suite",
+        ]);
         if dir.ends_with("release") {
             cmd.arg("--release");
         }
@@ -362,9 +386,19 @@ impl FuseMount {
     /// Mounts `cluster` with extra `sealfs mount` arguments and waits
     /// (bounded) until the mount is live.
     pub fn start(cluster: &Cluster, extra: &[&str]) -> FuseMount {
-        let dir = tempfile::Builder::new().prefix("sealfs-mnt").tempdir().expect("mount dir");
-        let log = cluster.dir.path().join(format!("mount-{}.log", rand::thread_rng().gen::<u32>()));
-        let mut m = FuseMount { dir, child: None, log };
+        let dir = tempfile::Builder::new()
+            .prefix("sealfs-mnt")
+            .tempdir()
+            .expect("mount dir");
+        let log = cluster
+            .dir
+            .path()
+            .join(format!("mount-{}.log", rand::thread_rng().gen::<u32>()));
+        let mut m = FuseMount {
+            dir,
+            child: None,
+            log,
+        };
         m.mount(cluster, extra);
         m
     }
@@ -383,7 +417,13 @@ impl FuseMount {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file(self.log.parent().expect("log dir"), self.log.file_stem().and_then(|s| s.to_str()).expect("log name")))
+            .stderr(log_file(
+                self.log.parent().expect("log dir"),
+                self.log
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .expect("log name"),
+            ))
             .spawn()
             .expect("spawn sealfs mount");
         self.child = Some(child);
@@ -391,18 +431,34 @@ impl FuseMount {
         while !is_mounted(self.dir.path()) {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!("sealfs mount exited with {st}; log {}:\n{}", self.log.display(), std::fs::read_to_string(&self.log).unwrap_or_default());
+                    panic!(
+                        "sealfs mount exited with {st}; log {}:\n{}",
+                        self.log.display(),
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
                 }
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "mount never became live; log in {}", self.log.display());
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "mount never became live; log in {}",
+                self.log.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// `sealfs umount`, then waits (bounded) for the daemon to exit.
     pub fn unmount(&mut self) {
-        let out = Command::new(sealfs_bin()).arg("umount").arg(self.dir.path()).output().expect("sealfs umount");
-        assert!(out.status.success(), "sealfs umount: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(sealfs_bin())
+            .arg("umount")
+            .arg(self.dir.path())
+            .output()
+            .expect("sealfs umount");
+        assert!(
+            out.status.success(),
+            "sealfs umount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.reap(Duration::from_secs(30));
     }
 
@@ -412,7 +468,9 @@ impl FuseMount {
             loop {
                 match c.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if t0.elapsed() < bound => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) if t0.elapsed() < bound => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
                     _ => {
                         let _ = c.kill();
                         let _ = c.wait();
@@ -427,9 +485,19 @@ impl FuseMount {
 impl Drop for FuseMount {
     fn drop(&mut self) {
         if is_mounted(self.dir.path()) {
-            let ok = Command::new(sealfs_bin()).arg("umount").arg(self.dir.path()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+            let ok = Command::new(sealfs_bin())
+                .arg("umount")
+                .arg(self.dir.path())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             if !ok {
-                let _ = Command::new(sealfs_bin()).args(["umount", "--lazy"]).arg(self.dir.path()).stderr(Stdio::null()).status();
+                let _ = Command::new(sealfs_bin())
+                    .args(["umount", "--lazy"])
+                    .arg(self.dir.path())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         self.reap(Duration::from_secs(10));
@@ -439,11 +507,72 @@ impl Drop for FuseMount {
 /// Runs the POSIX suite program on `dir` (as root: permission cases drop to
 /// uid 65534). Returns `(case, outcome)` lines.
 pub fn run_posix_suite(dir: &Path) -> Vec<(String, String)> {
-    let out = Command::new(posix_suite_bin()).arg(dir).output().expect("run sealfs-posix-suite");
-    assert!(out.status.success(), "sealfs-posix-suite on {} failed: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(posix_suite_bin())
+        .arg(dir)
+        .output()
+        .expect("run sealfs-posix-suite");
+    assert!(
+        out.status.success(),
+        "sealfs-posix-suite on {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('\t').map(|(a, b)| (a.to_string(), b.to_string())))
+        .filter_map(|l| {
+            l.split_once('\t')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
         .collect()
+}
+
+/// A cluster, the shim and a scratch dir: runs programs with
+/// `LD_PRELOAD=libsealfs.so` and `SEALFS_MOUNT` set to a prefix that does
+/// not exist on the local disk.
+pub struct Preloaded {
+    pub cl: Cluster,
+    pub lib: PathBuf,
+    pub tmp: tempfile::TempDir,
+    pub mount: &'static str,
+}
+
+impl Preloaded {
+    /// Starts a default cluster for programs preloaded under `mount`.
+    pub fn new(mount: &'static str) -> Preloaded {
+        let lib = shim_lib();
+        assert!(
+            !Path::new(mount).exists(),
+            "{mount} exists on the local disk before the test"
+        );
+        Preloaded {
+            cl: Cluster::start(Opts::default()),
+            lib,
+            tmp: tempfile::tempdir().expect("tempdir"),
+            mount,
+        }
+    }
+
+    /// A command with the shim preloaded (its log in the scratch dir).
+    pub fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("LD_PRELOAD", &self.lib)
+            .env("SEALFS_MANAGER", self.cl.manager_addr())
+            .env("SEALFS_MOUNT", self.mount)
+            .env("SEALFS_LOG", self.tmp.path().join("shim.log"));
+        c
+    }
+
+    /// Runs `c` and asserts that it succeeded, showing its output if not.
+    pub fn run(&self, mut c: Command) -> std::process::Output {
+        let out = c.output().expect("spawn");
+        assert!(
+            out.status.success(),
+            "{c:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
 }
