@@ -88,7 +88,7 @@ impl Client {
     /// Connects to the manager at `manager` (`host:port`) and fetches the
     /// cluster map. Servers are connected lazily, on first use.
     pub fn connect(manager: &str, opts: ClientOptions) -> Result<Client, ClientError> {
-        Self::connect_with(manager, opts, state::tcp_connector())
+        Self::connect_with(manager, opts, state::default_connector())
     }
 
     /// [`Client::connect`] with another transport: `connector` makes the

@@ -23,10 +23,15 @@ use std::time::{Duration, Instant};
 /// Makes the transport to one server (or the manager) from its address.
 pub type Connector = dyn Fn(&str, &ClientConfig) -> Arc<dyn Transport> + Send + Sync;
 
-/// The default connector: a [`sealfs_transport::tcp::TcpPool`].
-pub(crate) fn tcp_connector() -> Arc<Connector> {
-    Arc::new(|addr: &str, cfg: &ClientConfig| -> Arc<dyn Transport> {
-        Arc::new(sealfs_transport::tcp::TcpPool::new(addr, cfg.clone()))
+/// The default connector: the transport
+/// `SEALFS_TRANSPORT=auto|shm|rdma|tcp` asks for, read once here. `auto`
+/// (the default) uses shared-memory rings to a server whose ring socket
+/// answers on this host and TCP otherwise; the choice is made on a peer's
+/// first call and logged once (see `sealfs_transport::shm::connect`).
+pub(crate) fn default_connector() -> Arc<Connector> {
+    let mode = sealfs_transport::shm::Mode::from_env();
+    Arc::new(move |addr: &str, cfg: &ClientConfig| -> Arc<dyn Transport> {
+        sealfs_transport::shm::connect(addr, cfg, mode)
     })
 }
 

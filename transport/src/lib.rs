@@ -5,9 +5,15 @@
 //! LD_PRELOAD shim), where no async runtime may run. Servers and the manager
 //! serve with tokio ([`tcp::serve`]).
 //!
-//! Implementations: TCP ([`tcp::TcpPool`]). Shared-memory rings and RDMA are
-//! separate issues and will implement the same trait.
+//! Implementations: TCP ([`tcp::TcpPool`]), shared-memory rings to a
+//! server on the same host ([`shm::ShmPool`], served by [`shm::RingServer`]),
+//! and RDMA behind the `rdma` cargo feature (`rdma`; compiled, not run: this
+//! machine has no RDMA device). [`shm::connect`] picks one per peer from
+//! `SEALFS_TRANSPORT`.
 
+#[cfg(feature = "rdma")]
+pub mod rdma;
+pub mod shm;
 pub mod tcp;
 
 use sealfs_proto::{Errno, FrameError, Reply, Request};
