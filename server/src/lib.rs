@@ -26,8 +26,8 @@ pub use error::ServerError;
 pub use locks::{LockTable, PathGuard};
 pub use store::engine;
 pub use store::{
-    DataStore, FileDataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore, RecordState,
-    RedbMetaStore, StoreError,
+    DataStore, FileDataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore,
+    RecordState, RedbMetaStore, StoreError,
 };
 
 use std::path::PathBuf;
@@ -55,7 +55,9 @@ impl FromStr for SyncPolicy {
             "fsync" => Ok(SyncPolicy::Fsync),
             "always" => Ok(SyncPolicy::Always),
             "none" => Ok(SyncPolicy::None),
-            _ => Err(format!("unknown sync policy {s:?} (expected fsync, always or none)")),
+            _ => Err(format!(
+                "unknown sync policy {s:?} (expected fsync, always or none)"
+            )),
         }
     }
 }
@@ -152,16 +154,24 @@ pub fn run(cfg: ServerConfig) -> Result<(), ServerError> {
 }
 
 fn prepare_dir(p: &std::path::Path, what: &str) -> Result<(), ServerError> {
-    std::fs::create_dir_all(p).map_err(|e| ServerError::io(format!("{what} {}", p.display()), e))?;
-    let md = std::fs::metadata(p).map_err(|e| ServerError::io(format!("{what} {}", p.display()), e))?;
+    std::fs::create_dir_all(p)
+        .map_err(|e| ServerError::io(format!("{what} {}", p.display()), e))?;
+    let md =
+        std::fs::metadata(p).map_err(|e| ServerError::io(format!("{what} {}", p.display()), e))?;
     if !md.is_dir() {
-        return Err(ServerError::Config(format!("{what} {} is not a directory", p.display())));
+        return Err(ServerError::Config(format!(
+            "{what} {} is not a directory",
+            p.display()
+        )));
     }
     Ok(())
 }
 
+/// The two stores of a server.
+pub type Stores = (Arc<dyn MetaStore>, Arc<dyn DataStore>);
+
 /// Opens the meta and data stores `cfg` asks for.
-pub fn open_stores(cfg: &ServerConfig) -> Result<(Arc<dyn MetaStore>, Arc<dyn DataStore>), ServerError> {
+pub fn open_stores(cfg: &ServerConfig) -> Result<Stores, ServerError> {
     let durable = cfg.sync != SyncPolicy::None;
     let always = cfg.sync == SyncPolicy::Always;
     Ok(match cfg.store {
@@ -173,7 +183,14 @@ pub fn open_stores(cfg: &ServerConfig) -> Result<(Arc<dyn MetaStore>, Arc<dyn Da
             let index_dir = cfg.pmem.clone().unwrap_or_else(|| cfg.meta_dir.clone());
             let opts = engine::EngineOptions::default();
             let meta = LogMetaStore::open(&cfg.meta_dir, &index_dir, durable, opts.clone())?;
-            let data = LogDataStore::open(&cfg.data_dir, &index_dir, cfg.small_file_max, always, durable, opts)?;
+            let data = LogDataStore::open(
+                &cfg.data_dir,
+                &index_dir,
+                cfg.small_file_max,
+                always,
+                durable,
+                opts,
+            )?;
             (Arc::new(meta), Arc::new(data))
         }
     })
@@ -187,24 +204,36 @@ async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
 
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: cfg.listen.clone(), source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr: cfg.listen.clone(), source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.listen.clone(),
+        source,
+    })?;
     let advertise = match &cfg.advertise {
         Some(a) => a.clone(),
         None if bound.ip().is_unspecified() => {
             let a = format!("127.0.0.1:{}", bound.port());
-            tracing::warn!("bound to {bound}; advertising {a} (pass an advertise address for other hosts)");
+            tracing::warn!(
+                "bound to {bound}; advertising {a} (pass an advertise address for other hosts)"
+            );
             a
         }
         None => bound.to_string(),
     };
 
-    let members = Arc::new(membership::Membership::new(&cfg.manager, uuid, advertise.clone()));
+    let members = Arc::new(membership::Membership::new(
+        &cfg.manager,
+        uuid,
+        advertise.clone(),
+    ));
     {
         let m = members.clone();
-        let retry = cfg.heartbeat.clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let retry = cfg
+            .heartbeat
+            .clamp(Duration::from_millis(100), Duration::from_secs(2));
         tokio::task::spawn_blocking(move || m.register(retry))
             .await
             .map_err(|e| ServerError::Config(format!("registration task failed: {e}")))?;
@@ -213,7 +242,14 @@ async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         .start_heartbeat(cfg.heartbeat.max(Duration::from_millis(10)))
         .map_err(|e| ServerError::io("start the heartbeat thread", e))?;
 
-    let node = Arc::new(ops::Node::new(meta, data, members.clone(), cfg.sync, cfg.meta_dir.clone(), cfg.data_dir.clone())?);
+    let node = Arc::new(ops::Node::new(
+        meta,
+        data,
+        members.clone(),
+        cfg.sync,
+        cfg.meta_dir.clone(),
+        cfg.data_dir.clone(),
+    )?);
     node.ensure_root_if_owner().await;
     tokio::spawn(recovery::run(node.clone()));
 
@@ -224,6 +260,9 @@ async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         cfg.sync,
         cfg.store
     );
-    sealfs_transport::tcp::serve(listener, Arc::new(ops::Service(node))).await;
+    let service = Arc::new(ops::Service(node));
+    // Shared-memory rings for clients on this host (transport/src/shm), next to TCP.
+    let _rings = sealfs_transport::shm::serve_rings(&advertise, service.clone());
+    sealfs_transport::tcp::serve(listener, service).await;
     Ok(())
 }

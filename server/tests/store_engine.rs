@@ -11,7 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn opts(seg: u64) -> EngineOptions {
-    EngineOptions { segment_size: seg, compaction: false, max_space_amp: 1.25, tick: Duration::from_millis(5) }
+    EngineOptions {
+        segment_size: seg,
+        compaction: false,
+        max_space_amp: 1.25,
+        tick: Duration::from_millis(5),
+    }
 }
 
 fn open(dir: &Path, seg: u64) -> Engine {
@@ -19,7 +24,12 @@ fn open(dir: &Path, seg: u64) -> Engine {
 }
 
 fn put<'a>(k: &'a [u8], v: &'a [u8]) -> Op<'a> {
-    Op::Put { key: k, value: v, tag: 1, group: 0 }
+    Op::Put {
+        key: k,
+        value: v,
+        tag: 1,
+        group: 0,
+    }
 }
 
 fn get(e: &Engine, k: &[u8]) -> Option<Vec<u8>> {
@@ -41,7 +51,11 @@ fn values_survive_clean_close_and_crash() {
     let d = tempfile::tempdir().unwrap();
     let e = open(d.path(), 1 << 20);
     for i in 0..1000u32 {
-        e.commit(&[put(format!("k{i}").as_bytes(), &i.to_le_bytes())], i % 10 == 0).unwrap();
+        e.commit(
+            &[put(format!("k{i}").as_bytes(), &i.to_le_bytes())],
+            i % 10 == 0,
+        )
+        .unwrap();
     }
     e.commit(&[Op::Del { key: b"k5" }], true).unwrap();
     e.close().unwrap();
@@ -53,7 +67,11 @@ fn values_survive_clean_close_and_crash() {
     e.abandon();
     // Same boot, dirty index: replayed from the checkpoint, not rebuilt.
     let e = open(d.path(), 1 << 20);
-    assert!(matches!(e.open_how(), OpenHow::Replayed { .. } | OpenHow::Clean), "{:?}", e.open_how());
+    assert!(
+        matches!(e.open_how(), OpenHow::Replayed { .. } | OpenHow::Clean),
+        "{:?}",
+        e.open_how()
+    );
     assert_eq!(get(&e, b"after"), Some(b"crash".to_vec()));
     assert_eq!(get(&e, b"k999"), Some(999u32.to_le_bytes().to_vec()));
     assert_eq!(e.stats().keys, 1000);
@@ -64,7 +82,8 @@ fn multi_op_commit_is_all_or_nothing_at_a_torn_tail() {
     let d = tempfile::tempdir().unwrap();
     let e = open(d.path(), 1 << 20);
     e.commit(&[put(b"a", b"1"), put(b"b", b"1")], true).unwrap();
-    e.commit(&[put(b"a", b"2"), put(b"b", b"2"), put(b"c", b"2")], true).unwrap();
+    e.commit(&[put(b"a", b"2"), put(b"b", b"2"), put(b"c", b"2")], true)
+        .unwrap();
     e.close().unwrap();
     let seg = segments(d.path()).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
@@ -93,7 +112,14 @@ fn torn_tail_at_random_offsets_keeps_everything_before() {
         let e = open(d.path(), 1 << 20);
         let n = 20 + round;
         for i in 0..n {
-            e.commit(&[put(format!("k{i}").as_bytes(), format!("value {i} {}", "x".repeat(i)).as_bytes())], false).unwrap();
+            e.commit(
+                &[put(
+                    format!("k{i}").as_bytes(),
+                    format!("value {i} {}", "x".repeat(i)).as_bytes(),
+                )],
+                false,
+            )
+            .unwrap();
         }
         let crashed = rng.gen_bool(0.5);
         if crashed {
@@ -103,12 +129,21 @@ fn torn_tail_at_random_offsets_keeps_everything_before() {
         }
         let seg = segments(d.path()).pop().unwrap();
         let len = std::fs::metadata(&seg).unwrap().len();
-        let last_len = (REC_HEADER_LEN + format!("k{}", n - 1).len() + format!("value {} {}", n - 1, "x".repeat(n - 1)).len()).div_ceil(8) * 8;
+        let last_len = (REC_HEADER_LEN
+            + format!("k{}", n - 1).len()
+            + format!("value {} {}", n - 1, "x".repeat(n - 1)).len())
+        .div_ceil(8)
+            * 8;
         let last_start = len - last_len as u64;
         if rng.gen_bool(0.5) {
             // Truncate somewhere inside the last record.
             let cut = rng.gen_range(last_start..len);
-            std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(cut)
+                .unwrap();
         } else {
             // Flip a byte of the last record.
             let mut b = std::fs::read(&seg).unwrap();
@@ -121,10 +156,21 @@ fn torn_tail_at_random_offsets_keeps_everything_before() {
         std::fs::remove_file(d.path().join("idx")).unwrap();
         let e = open(d.path(), 1 << 20);
         for i in 0..n - 1 {
-            assert!(get(&e, format!("k{i}").as_bytes()).is_some(), "round {round}: k{i} lost");
+            assert!(
+                get(&e, format!("k{i}").as_bytes()).is_some(),
+                "round {round}: k{i} lost"
+            );
         }
-        assert_eq!(get(&e, format!("k{}", n - 1).as_bytes()), None, "round {round}: torn record served");
-        assert_eq!(std::fs::metadata(&seg).unwrap().len(), last_start, "round {round}: tail not cut exactly");
+        assert_eq!(
+            get(&e, format!("k{}", n - 1).as_bytes()),
+            None,
+            "round {round}: torn record served"
+        );
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            last_start,
+            "round {round}: tail not cut exactly"
+        );
     }
 }
 
@@ -133,15 +179,32 @@ fn lost_or_corrupt_index_is_rebuilt_with_the_same_data() {
     let d = tempfile::tempdir().unwrap();
     let fill = |e: &Engine| {
         for i in 0..3000u32 {
-            e.commit(&[put(format!("key-{i}").as_bytes(), format!("v{i}").as_bytes())], false).unwrap();
+            e.commit(
+                &[put(
+                    format!("key-{i}").as_bytes(),
+                    format!("v{i}").as_bytes(),
+                )],
+                false,
+            )
+            .unwrap();
         }
         for i in (0..3000u32).step_by(3) {
-            e.commit(&[Op::Del { key: format!("key-{i}").as_bytes() }], false).unwrap();
+            e.commit(
+                &[Op::Del {
+                    key: format!("key-{i}").as_bytes(),
+                }],
+                false,
+            )
+            .unwrap();
         }
     };
     let check = |e: &Engine| {
         for i in 0..3000u32 {
-            let want = if i % 3 == 0 { None } else { Some(format!("v{i}").into_bytes()) };
+            let want = if i % 3 == 0 {
+                None
+            } else {
+                Some(format!("v{i}").into_bytes())
+            };
             assert_eq!(get(e, format!("key-{i}").as_bytes()), want);
         }
     };
@@ -160,7 +223,11 @@ fn lost_or_corrupt_index_is_rebuilt_with_the_same_data() {
     b[20] ^= 1;
     std::fs::write(&idx, &b).unwrap();
     let e = open(d.path(), 64 << 10);
-    assert!(matches!(e.open_how(), OpenHow::Rebuilt { .. }), "{:?}", e.open_how());
+    assert!(
+        matches!(e.open_how(), OpenHow::Rebuilt { .. }),
+        "{:?}",
+        e.open_how()
+    );
     check(&e);
     e.close().unwrap();
     // 3. A slot in the table flipped after a clean close.
@@ -169,7 +236,11 @@ fn lost_or_corrupt_index_is_rebuilt_with_the_same_data() {
     b[mid] ^= 0xff;
     std::fs::write(&idx, &b).unwrap();
     let e = open(d.path(), 64 << 10);
-    assert!(matches!(e.open_how(), OpenHow::Rebuilt { .. }), "{:?}", e.open_how());
+    assert!(
+        matches!(e.open_how(), OpenHow::Rebuilt { .. }),
+        "{:?}",
+        e.open_how()
+    );
     check(&e);
     e.close().unwrap();
     // 4. Truncated file.
@@ -195,7 +266,12 @@ fn lost_or_corrupt_index_is_rebuilt_with_the_same_data() {
 fn compaction_keeps_space_amplification_under_1_5() {
     use rand::{Rng, SeedableRng};
     let d = tempfile::tempdir().unwrap();
-    let o = EngineOptions { segment_size: 256 << 10, compaction: true, max_space_amp: 1.25, tick: Duration::from_millis(1) };
+    let o = EngineOptions {
+        segment_size: 256 << 10,
+        compaction: true,
+        max_space_amp: 1.25,
+        tick: Duration::from_millis(1),
+    };
     let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let val = vec![7u8; 1000];
@@ -207,7 +283,13 @@ fn compaction_keeps_space_amplification_under_1_5() {
             let k = rng.gen_range(0..2600u32);
             let key = format!("file-{k}");
             if rng.gen_bool(0.2) {
-                e.commit(&[Op::Del { key: key.as_bytes() }], false).unwrap();
+                e.commit(
+                    &[Op::Del {
+                        key: key.as_bytes(),
+                    }],
+                    false,
+                )
+                .unwrap();
                 live_keys.remove(&k);
             } else {
                 e.commit(&[put(key.as_bytes(), &val)], false).unwrap();
@@ -229,7 +311,10 @@ fn compaction_keeps_space_amplification_under_1_5() {
     }
     let st = e.stats();
     assert!(st.compacted > 0, "compaction never ran: {st:?}");
-    assert!(worst < 1.5, "space amplification reached {worst:.2} ({st:?})");
+    assert!(
+        worst < 1.5,
+        "space amplification reached {worst:.2} ({st:?})"
+    );
     assert_eq!(st.keys as usize, live_keys.len());
     e.close().unwrap();
     // Compacted data survives a rebuild from the log alone.
@@ -246,7 +331,8 @@ fn segments_roll_and_index_grows() {
     let d = tempfile::tempdir().unwrap();
     let e = open(d.path(), 64 << 10);
     for i in 0..20_000u32 {
-        e.commit(&[put(&i.to_le_bytes(), &[1u8; 20])], false).unwrap();
+        e.commit(&[put(&i.to_le_bytes(), &[1u8; 20])], false)
+            .unwrap();
     }
     let st = e.stats();
     assert!(st.segments > 10, "{st:?}");

@@ -33,7 +33,11 @@ fn mount_tmpfs(at: &Path) -> Result<Tmpfs, String> {
 }
 
 fn open(data: &Path, meta: &Path) -> LogDataStore {
-    let o = EngineOptions { segment_size: 1 << 20, tick: Duration::from_millis(5), ..EngineOptions::default() };
+    let o = EngineOptions {
+        segment_size: 1 << 20,
+        tick: Duration::from_millis(5),
+        ..EngineOptions::default()
+    };
     LogDataStore::open(data, meta, 64 << 10, false, true, o).unwrap()
 }
 
@@ -91,12 +95,16 @@ fn full_data_device_gives_enospc_and_recovers() {
     };
     readable(&s, written);
     // Still full: another write fails the same way, nothing breaks.
-    assert_eq!(s.write(written, 0, 0, &block(written)).unwrap_err().errno(), Errno::ENOSPC);
+    assert_eq!(
+        s.write(written, 0, 0, &block(written)).unwrap_err().errno(),
+        Errno::ENOSPC
+    );
     // Deletes work on a full disk (the space reserve).
     for i in (0..200).step_by(2) {
         s.remove(i).unwrap();
     }
-    s.sync(None).unwrap_or_else(|e| panic!("sync on a full disk: {e}"));
+    s.sync(None)
+        .unwrap_or_else(|e| panic!("sync on a full disk: {e}"));
     drop(s);
     // A restart on the full disk serves the same data.
     let s = open(&data, &meta);

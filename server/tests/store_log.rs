@@ -6,45 +6,110 @@
 
 use sealfs_proto::{Attr, DirEntry, FileKind, Inode, Timespec};
 use sealfs_server::engine::EngineOptions;
-use sealfs_server::{DataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore, RecordState};
+use sealfs_server::{
+    DataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore, RecordState,
+};
 use std::path::Path;
 
 fn inode(ino: u64, kind: FileKind) -> Inode {
-    let t = Timespec { sec: 1_700_000_000, nsec: 5 };
-    Inode { attr: Attr { ino, kind, mode: 0o644, uid: 1, gid: 2, size: 0, nlink: 1, atime: t, mtime: t, ctime: t }, target: None }
+    let t = Timespec {
+        sec: 1_700_000_000,
+        nsec: 5,
+    };
+    Inode {
+        attr: Attr {
+            ino,
+            kind,
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            size: 0,
+            nlink: 1,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        },
+        target: None,
+    }
 }
 
 fn meta(dir: &Path) -> LogMetaStore {
-    LogMetaStore::open(&dir.join("meta"), &dir.join("meta"), true, EngineOptions::default()).unwrap()
+    LogMetaStore::open(
+        &dir.join("meta"),
+        &dir.join("meta"),
+        true,
+        EngineOptions::default(),
+    )
+    .unwrap()
 }
 
 fn data(dir: &Path, small_max: u32) -> LogDataStore {
-    LogDataStore::open(&dir.join("data"), &dir.join("meta"), small_max, false, true, EngineOptions::default()).unwrap()
+    LogDataStore::open(
+        &dir.join("data"),
+        &dir.join("meta"),
+        small_max,
+        false,
+        true,
+        EngineOptions::default(),
+    )
+    .unwrap()
 }
 
 fn names(m: &LogMetaStore, dir: &str, after: Option<&str>, limit: usize) -> Vec<String> {
-    m.list_entries(dir, after, limit).unwrap().into_iter().map(|e| e.name).collect()
+    m.list_entries(dir, after, limit)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
 }
 
 #[test]
 fn big_directory_lists_in_order_with_a_cursor_across_restarts() {
     let d = tempfile::tempdir().unwrap();
     let n = 12_000u64;
-    let mut want: Vec<String> = (0..n).map(|i| format!("f{:x}-{}", i * 7919 % 10007, i)).collect();
+    let mut want: Vec<String> = (0..n)
+        .map(|i| format!("f{:x}-{}", i * 7919 % 10007, i))
+        .collect();
     {
         let m = meta(d.path());
         for (i, name) in want.iter().enumerate() {
             let p = format!("/big/{name}");
             m.commit(&[
-                MetaOp::PutInode(p, InodeRecord::normal(inode(100 + i as u64, FileKind::File))),
-                MetaOp::PutEntry("/big".into(), DirEntry { name: name.clone(), kind: FileKind::File, ino: 100 + i as u64 }),
+                MetaOp::PutInode(
+                    p,
+                    InodeRecord::normal(inode(100 + i as u64, FileKind::File)),
+                ),
+                MetaOp::PutEntry(
+                    "/big".into(),
+                    DirEntry {
+                        name: name.clone(),
+                        kind: FileKind::File,
+                        ino: 100 + i as u64,
+                    },
+                ),
             ])
             .unwrap();
         }
         // A neighbour whose name shares the prefix, and one with a hash
         // collision in nothing but the group (other directory).
-        m.commit(&[MetaOp::PutEntry("/big2".into(), DirEntry { name: "x".into(), kind: FileKind::File, ino: 5 })]).unwrap();
-        m.commit(&[MetaOp::PutEntry("/big/sub".into(), DirEntry { name: "y".into(), kind: FileKind::File, ino: 6 })]).unwrap();
+        m.commit(&[MetaOp::PutEntry(
+            "/big2".into(),
+            DirEntry {
+                name: "x".into(),
+                kind: FileKind::File,
+                ino: 5,
+            },
+        )])
+        .unwrap();
+        m.commit(&[MetaOp::PutEntry(
+            "/big/sub".into(),
+            DirEntry {
+                name: "y".into(),
+                kind: FileKind::File,
+                ino: 6,
+            },
+        )])
+        .unwrap();
         m.abandon();
     }
     want.sort();
@@ -69,8 +134,17 @@ fn big_directory_lists_in_order_with_a_cursor_across_restarts() {
         let cut = &mid[..mid.len() - 1];
         assert_eq!(names(&m, "/big", Some(cut), 1)[0], *mid);
         // Changes after the listing was loaded show up.
-        m.commit(&[MetaOp::DelEntry("/big".into(), want[0].clone())]).unwrap();
-        m.commit(&[MetaOp::PutEntry("/big".into(), DirEntry { name: want[0].clone(), kind: FileKind::File, ino: 1 })]).unwrap();
+        m.commit(&[MetaOp::DelEntry("/big".into(), want[0].clone())])
+            .unwrap();
+        m.commit(&[MetaOp::PutEntry(
+            "/big".into(),
+            DirEntry {
+                name: want[0].clone(),
+                kind: FileKind::File,
+                ino: 1,
+            },
+        )])
+        .unwrap();
         assert_eq!(m.get_entry("/big", &want[0]).unwrap().unwrap().ino, 1);
         assert_eq!(names(&m, "/big", None, 1), [want[0].clone()]);
         if round == 0 {
@@ -87,11 +161,35 @@ fn unsettled_records_and_ino_reservation_survive_a_crash() {
         let m = meta(d.path());
         assert_eq!(m.ino_reserved().unwrap(), 0);
         m.set_ino_reserved(4096).unwrap();
-        let pending = InodeRecord { inode: inode(1, FileKind::File), state: RecordState::Pending { parent: "/".into(), name: "p".into() } };
-        let unlinking = InodeRecord { inode: inode(2, FileKind::Dir), state: RecordState::Unlinking { parent: "/".into(), name: "u".into() } };
-        m.commit(&[MetaOp::PutInode("/p".into(), pending), MetaOp::PutInode("/u".into(), unlinking)]).unwrap();
-        m.commit(&[MetaOp::PutInode("/n".into(), InodeRecord::normal(inode(3, FileKind::File)))]).unwrap();
-        m.commit(&[MetaOp::PutInode("/p".into(), InodeRecord::normal(inode(1, FileKind::File)))]).unwrap();
+        let pending = InodeRecord {
+            inode: inode(1, FileKind::File),
+            state: RecordState::Pending {
+                parent: "/".into(),
+                name: "p".into(),
+            },
+        };
+        let unlinking = InodeRecord {
+            inode: inode(2, FileKind::Dir),
+            state: RecordState::Unlinking {
+                parent: "/".into(),
+                name: "u".into(),
+            },
+        };
+        m.commit(&[
+            MetaOp::PutInode("/p".into(), pending),
+            MetaOp::PutInode("/u".into(), unlinking),
+        ])
+        .unwrap();
+        m.commit(&[MetaOp::PutInode(
+            "/n".into(),
+            InodeRecord::normal(inode(3, FileKind::File)),
+        )])
+        .unwrap();
+        m.commit(&[MetaOp::PutInode(
+            "/p".into(),
+            InodeRecord::normal(inode(1, FileKind::File)),
+        )])
+        .unwrap();
         m.abandon();
     }
     let m = meta(d.path());
@@ -115,7 +213,10 @@ fn small_files_share_segments() {
     let files = walk(&d.path().join("data"));
     assert!(files < 20, "{files} files on disk for 10 000 small files");
     for ino in (0..10_000u64).step_by(37) {
-        assert_eq!(s.read(ino, 0, 0, 8192).unwrap(), vec![(ino % 251) as u8; 4096]);
+        assert_eq!(
+            s.read(ino, 0, 0, 8192).unwrap(),
+            vec![(ino % 251) as u8; 4096]
+        );
     }
 }
 
@@ -149,7 +250,12 @@ fn chunks_sparse_truncate_and_moving_out_of_the_log() {
         assert_eq!(r.len(), 1040);
         assert_eq!(&r[100..105], b"hello");
         assert_eq!(&r[990..], &[9u8; 50][..]);
-        assert!(d.path().join("data/chunks").join(format!("{:016x}", 1)).join("0").exists());
+        assert!(d
+            .path()
+            .join("data/chunks")
+            .join(format!("{:016x}", 1))
+            .join("0")
+            .exists());
         // Further writes go to the file.
         s.write(1, 0, 0, b"X").unwrap();
         assert_eq!(s.read(1, 0, 0, 2).unwrap(), b"X\0");

@@ -19,7 +19,8 @@
 use super::engine::{Engine, EngineOptions, Op};
 use super::{DataStore, FileDataStore, StoreError};
 use parking_lot::Mutex;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 const TAG_DATA: u16 = 4;
 const STRIPES: usize = 256;
@@ -33,7 +34,11 @@ fn data_key(ino: u64) -> [u8; 9] {
 
 /// The log-engine data store.
 pub struct LogDataStore {
-    eng: Engine,
+    /// Opened at start if the data log exists, else at the first small
+    /// write: a server that only ever holds large chunks has no data log.
+    eng: OnceLock<Engine>,
+    eng_paths: (PathBuf, PathBuf, EngineOptions),
+    open_lock: Mutex<()>,
     files: FileDataStore,
     small_max: u32,
     always: bool,
@@ -53,11 +58,18 @@ impl LogDataStore {
         durable_moves: bool,
         opts: EngineOptions,
     ) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(index_dir).map_err(|e| StoreError::io(format!("create {}", index_dir.display()), e))?;
-        let eng = Engine::open(&data_dir.join("log"), &index_dir.join("data.index"), opts)?;
+        std::fs::create_dir_all(index_dir)
+            .map_err(|e| StoreError::io(format!("create {}", index_dir.display()), e))?;
+        let (log_dir, idx) = (data_dir.join("log"), index_dir.join("data.index"));
+        let eng = OnceLock::new();
+        if log_dir.exists() {
+            let _ = eng.set(Engine::open(&log_dir, &idx, opts.clone())?);
+        }
         let files = FileDataStore::open(data_dir, always)?;
         Ok(LogDataStore {
             eng,
+            eng_paths: (log_dir, idx, opts),
+            open_lock: Mutex::new(()),
             files,
             small_max,
             always,
@@ -68,12 +80,37 @@ impl LogDataStore {
 
     /// Stops as a crash would (tests): the index stays dirty.
     pub fn abandon(self) {
-        self.eng.abandon();
+        if let Some(e) = self.eng.into_inner() {
+            e.abandon();
+        }
     }
 
-    /// The engine (stats, tests).
-    pub fn engine(&self) -> &Engine {
-        &self.eng
+    /// The engine, if the data log exists (stats, tests).
+    pub fn engine(&self) -> Option<&Engine> {
+        self.eng.get()
+    }
+
+    /// The engine, opened (creating the data log) if needed.
+    fn engine_mut(&self) -> Result<&Engine, StoreError> {
+        if let Some(e) = self.eng.get() {
+            return Ok(e);
+        }
+        let _g = self.open_lock.lock();
+        if self.eng.get().is_none() {
+            let (dir, idx, opts) = &self.eng_paths;
+            let _ = self.eng.set(Engine::open(dir, idx, opts.clone())?);
+        }
+        self.eng
+            .get()
+            .ok_or_else(|| StoreError::Corrupt("data log did not open".into()))
+    }
+
+    /// The value of the small-chunk record of `ino`, if any.
+    fn small(&self, ino: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.eng.get() {
+            Some(e) => Ok(e.get(&data_key(ino))?.map(|g| g.value)),
+            None => Ok(None),
+        }
     }
 
     fn stripe(&self, ino: u64) -> &Mutex<()> {
@@ -84,8 +121,7 @@ impl LogDataStore {
 impl DataStore for LogDataStore {
     fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Vec<u8>, StoreError> {
         if chunk == 0 {
-            if let Some(g) = self.eng.get(&data_key(ino))? {
-                let v = g.value;
+            if let Some(v) = self.small(ino)? {
                 let start = (offset as usize).min(v.len());
                 let end = (offset as usize).saturating_add(len as usize).min(v.len());
                 return Ok(v[start..end].to_vec());
@@ -101,10 +137,14 @@ impl DataStore for LogDataStore {
         let _g = self.stripe(ino).lock();
         let key = data_key(ino);
         let end = offset as usize + data.len();
-        let cur = match self.eng.get(&key)? {
-            Some(g) => g.value,
-            None if self.files.has_chunk(ino, 0) => return self.files.write(ino, chunk, offset, data),
-            None if end > self.small_max as usize => return self.files.write(ino, chunk, offset, data),
+        let cur = match self.small(ino)? {
+            Some(v) => v,
+            None if self.files.has_chunk(ino, 0) => {
+                return self.files.write(ino, chunk, offset, data)
+            }
+            None if end > self.small_max as usize => {
+                return self.files.write(ino, chunk, offset, data)
+            }
             None => Vec::new(),
         };
         let mut new = cur;
@@ -113,23 +153,41 @@ impl DataStore for LogDataStore {
         }
         new[offset as usize..end].copy_from_slice(data);
         if new.len() <= self.small_max as usize {
-            return self.eng.commit(&[Op::Put { key: &key, value: &new, tag: TAG_DATA, group: 0 }], self.always);
+            return self.engine_mut()?.commit(
+                &[Op::Put {
+                    key: &key,
+                    value: &new,
+                    tag: TAG_DATA,
+                    group: 0,
+                }],
+                self.always,
+            );
         }
         // Move out of the log: the file first, then the record goes.
         self.files.replace_chunk(ino, 0, &new, self.durable_moves)?;
-        self.eng.commit(&[Op::Del { key: &key }], self.always)
+        self.engine_mut()?
+            .commit(&[Op::Del { key: &key }], self.always)
     }
 
     fn truncate(&self, ino: u64, size: u64, chunk_size: u32) -> Result<(), StoreError> {
         {
             let _g = self.stripe(ino).lock();
             let key = data_key(ino);
-            if let Some(g) = self.eng.get(&key)? {
+            if let Some(cur) = self.small(ino)? {
+                let eng = self.engine_mut()?;
                 if size == 0 {
-                    self.eng.commit(&[Op::Del { key: &key }], self.always)?;
-                } else if size < g.value.len() as u64 {
-                    let v = &g.value[..size as usize];
-                    self.eng.commit(&[Op::Put { key: &key, value: v, tag: TAG_DATA, group: 0 }], self.always)?;
+                    eng.commit(&[Op::Del { key: &key }], self.always)?;
+                } else if size < cur.len() as u64 {
+                    let v = &cur[..size as usize];
+                    eng.commit(
+                        &[Op::Put {
+                            key: &key,
+                            value: v,
+                            tag: TAG_DATA,
+                            group: 0,
+                        }],
+                        self.always,
+                    )?;
                 }
             }
         }
@@ -139,13 +197,22 @@ impl DataStore for LogDataStore {
     fn remove(&self, ino: u64) -> Result<(), StoreError> {
         {
             let _g = self.stripe(ino).lock();
-            self.eng.commit(&[Op::Del { key: &data_key(ino) }], self.always)?;
+            if let Some(e) = self.eng.get() {
+                e.commit(
+                    &[Op::Del {
+                        key: &data_key(ino),
+                    }],
+                    self.always,
+                )?;
+            }
         }
         self.files.remove(ino)
     }
 
     fn sync(&self, ino: Option<u64>) -> Result<(), StoreError> {
-        self.eng.sync()?;
+        if let Some(e) = self.eng.get() {
+            e.sync()?;
+        }
         self.files.sync(ino)
     }
 }

@@ -65,11 +65,13 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_record(path: &str, b: &[u8]) -> Result<InodeRecord, StoreError> {
-    postcard::from_bytes(b).map_err(|e| StoreError::Corrupt(format!("inode record of {path:?}: {e}")))
+    postcard::from_bytes(b)
+        .map_err(|e| StoreError::Corrupt(format!("inode record of {path:?}: {e}")))
 }
 
 fn decode_entry(dir: &str, name: &str, b: &[u8]) -> Result<EntryValue, StoreError> {
-    postcard::from_bytes(b).map_err(|e| StoreError::Corrupt(format!("entry {name:?} of {dir:?}: {e}")))
+    postcard::from_bytes(b)
+        .map_err(|e| StoreError::Corrupt(format!("entry {name:?} of {dir:?}: {e}")))
 }
 
 type Names = BTreeMap<String, EntryValue>;
@@ -92,8 +94,14 @@ impl LogMetaStore {
     /// Opens (or creates) the store: segments in `meta_dir/log`, index at
     /// `index_dir/meta.index`. `durable`: a commit is on stable storage when
     /// it returns (group-committed).
-    pub fn open(meta_dir: &Path, index_dir: &Path, durable: bool, opts: EngineOptions) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(index_dir).map_err(|e| StoreError::io(format!("create {}", index_dir.display()), e))?;
+    pub fn open(
+        meta_dir: &Path,
+        index_dir: &Path,
+        durable: bool,
+        opts: EngineOptions,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(index_dir)
+            .map_err(|e| StoreError::io(format!("create {}", index_dir.display()), e))?;
         let eng = Engine::open(&meta_dir.join("log"), &index_dir.join("meta.index"), opts)?;
         let mut unsettled = BTreeSet::new();
         for (key, _) in eng.collect(|tag, _| tag & UNSETTLED != 0)? {
@@ -101,7 +109,12 @@ impl LogMetaStore {
                 unsettled.insert(String::from_utf8_lossy(p).into_owned());
             }
         }
-        Ok(LogMetaStore { eng, durable, cache: Mutex::new(DirCache::default()), unsettled: Mutex::new(unsettled) })
+        Ok(LogMetaStore {
+            eng,
+            durable,
+            cache: Mutex::new(DirCache::default()),
+            unsettled: Mutex::new(unsettled),
+        })
     }
 
     /// Stops as a crash would (tests): the index stays dirty.
@@ -121,7 +134,10 @@ impl LogMetaStore {
             let prefix = entry_prefix(dir);
             let g = dir_group(dir);
             let mut names = Names::new();
-            for (key, got) in self.eng.collect(|tag, group| tag == TAG_ENTRY && group == g)? {
+            for (key, got) in self
+                .eng
+                .collect(|tag, group| tag == TAG_ENTRY && group == g)?
+            {
                 if let Some(name) = key.strip_prefix(prefix.as_slice()) {
                     let name = String::from_utf8_lossy(name).into_owned();
                     let v = decode_entry(dir, &name, &got.value)?;
@@ -211,19 +227,32 @@ impl MetaStore for LogMetaStore {
         {
             let c = self.cache.lock();
             if let Some(names) = c.dirs.get(dir) {
-                return Ok(names.get(name).map(|&(kind, ino)| DirEntry { name: name.to_string(), kind, ino }));
+                return Ok(names.get(name).map(|&(kind, ino)| DirEntry {
+                    name: name.to_string(),
+                    kind,
+                    ino,
+                }));
             }
         }
         match self.eng.get(&entry_key(dir, name))? {
             Some(g) => {
                 let (kind, ino) = decode_entry(dir, name, &g.value)?;
-                Ok(Some(DirEntry { name: name.to_string(), kind, ino }))
+                Ok(Some(DirEntry {
+                    name: name.to_string(),
+                    kind,
+                    ino,
+                }))
             }
             None => Ok(None),
         }
     }
 
-    fn list_entries(&self, dir: &str, after: Option<&str>, limit: usize) -> Result<Vec<DirEntry>, StoreError> {
+    fn list_entries(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>, StoreError> {
         self.with_dir(dir, |names| {
             let lo = match after {
                 Some(a) => Bound::Excluded(a),
@@ -232,7 +261,11 @@ impl MetaStore for LogMetaStore {
             names
                 .range::<str, _>((lo, Bound::Unbounded))
                 .take(limit)
-                .map(|(n, &(kind, ino))| DirEntry { name: n.clone(), kind, ino })
+                .map(|(n, &(kind, ino))| DirEntry {
+                    name: n.clone(),
+                    kind,
+                    ino,
+                })
                 .collect()
         })
     }
@@ -271,10 +304,19 @@ impl MetaStore for LogMetaStore {
                 MetaOp::PutInode(_, rec) => Op::Put {
                     key: &keys[i],
                     value: &vals[i],
-                    tag: if rec.is_normal() { TAG_INODE } else { TAG_INODE | UNSETTLED },
+                    tag: if rec.is_normal() {
+                        TAG_INODE
+                    } else {
+                        TAG_INODE | UNSETTLED
+                    },
                     group: 0,
                 },
-                MetaOp::PutEntry(d, _) => Op::Put { key: &keys[i], value: &vals[i], tag: TAG_ENTRY, group: dir_group(d) },
+                MetaOp::PutEntry(d, _) => Op::Put {
+                    key: &keys[i],
+                    value: &vals[i],
+                    tag: TAG_ENTRY,
+                    group: dir_group(d),
+                },
                 MetaOp::DelInode(_) | MetaOp::DelEntry(..) => Op::Del { key: &keys[i] },
             })
             .collect();
@@ -306,7 +348,11 @@ impl MetaStore for LogMetaStore {
     fn ino_reserved(&self) -> Result<u64, StoreError> {
         match self.eng.get(KEY_INO_RESERVED)? {
             Some(g) => {
-                let b: [u8; 8] = g.value.as_slice().try_into().map_err(|_| StoreError::Corrupt("ino_reserved is not 8 bytes".into()))?;
+                let b: [u8; 8] = g
+                    .value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("ino_reserved is not 8 bytes".into()))?;
                 Ok(u64::from_le_bytes(b))
             }
             None => Ok(0),
@@ -316,11 +362,18 @@ impl MetaStore for LogMetaStore {
     fn set_ino_reserved(&self, v: u64) -> Result<(), StoreError> {
         // Always durable: a restart must never hand out a number twice.
         let b = v.to_le_bytes();
-        self.eng.commit(&[Op::Put { key: KEY_INO_RESERVED, value: &b, tag: TAG_INFO, group: 0 }], true)
+        self.eng.commit(
+            &[Op::Put {
+                key: KEY_INO_RESERVED,
+                value: &b,
+                tag: TAG_INFO,
+                group: 0,
+            }],
+            true,
+        )
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         self.eng.sync()
     }
 }
-

@@ -66,7 +66,10 @@ impl From<redb::Error> for StoreError {
 
 impl StoreError {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        StoreError::Io { what: what.into(), source }
+        StoreError::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     /// The errno a client sees: the OS error if there is one, else `EIO`.
@@ -130,7 +133,10 @@ pub struct InodeRecord {
 impl InodeRecord {
     /// A visible record.
     pub fn normal(inode: Inode) -> Self {
-        InodeRecord { inode, state: RecordState::Normal }
+        InodeRecord {
+            inode,
+            state: RecordState::Normal,
+        }
     }
 
     /// Whether clients may see it.
@@ -160,7 +166,12 @@ pub trait MetaStore: Send + Sync {
     fn get_entry(&self, dir: &str, name: &str) -> Result<Option<DirEntry>, StoreError>;
     /// Up to `limit` entries of `dir` in name (byte) order, strictly after
     /// `after` when given.
-    fn list_entries(&self, dir: &str, after: Option<&str>, limit: usize) -> Result<Vec<DirEntry>, StoreError>;
+    fn list_entries(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>, StoreError>;
     /// Whether `dir` has any entry.
     fn has_entries(&self, dir: &str) -> Result<bool, StoreError>;
     /// Applies `ops` in order, atomically, durably as the sync policy says.

@@ -76,7 +76,7 @@ fn pick(inner: &Inner) -> Option<u32> {
             continue;
         }
         let frac = l as f64 / len as f64;
-        if best.map_or(true, |(f, _)| frac < f) {
+        if best.is_none_or(|(f, _)| frac < f) {
             best = Some((frac, id));
         }
     }
@@ -104,7 +104,9 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
             Ok(r) => r,
             Err(e) => {
                 // Never delete what cannot be read through.
-                return Err(StoreError::Corrupt(format!("segment {id} unreadable at {off}: {e}")));
+                return Err(StoreError::Corrupt(format!(
+                    "segment {id} unreadable at {off}: {e}"
+                )));
             }
         };
         let len = rec.h.total_len();
@@ -135,7 +137,11 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
 }
 
 /// One bounded step: copies the records of `cands` that are still live.
-fn copy_step(inner: &Inner, id: u32, cands: &[(RecHeader, &[u8], &[u8], u32)]) -> Result<(), StoreError> {
+fn copy_step(
+    inner: &Inner,
+    id: u32,
+    cands: &[(RecHeader, &[u8], &[u8], u32)],
+) -> Result<(), StoreError> {
     if cands.is_empty() {
         return Ok(());
     }
@@ -145,7 +151,9 @@ fn copy_step(inner: &Inner, id: u32, cands: &[(RecHeader, &[u8], &[u8], u32)]) -
         let ix = inner.index.read();
         for (h, key, value, off) in cands {
             let live = if h.kind == KIND_PUT {
-                inner.find(&ix, key)?.is_some_and(|(_, s)| s.pos() == Pos { seg: id, off: *off })
+                inner
+                    .find(&ix, key)?
+                    .is_some_and(|(_, s)| s.pos() == Pos { seg: id, off: *off })
             } else {
                 // A tombstone of a key that is live again is obsolete.
                 inner.find(&ix, key)?.is_none()
@@ -164,7 +172,15 @@ fn copy_step(inner: &Inner, id: u32, cands: &[(RecHeader, &[u8], &[u8], u32)]) -
         let mut live = inner.live.lock();
         for ((h, key, _), off) in keep.iter().zip(&app.offs) {
             if h.kind == KIND_PUT {
-                let s = Slot { hash: key_hash(key), seg: app.seg, off: *off, len: h.total_len() as u32, group: h.group, tag: h.tag, state: 0 };
+                let s = Slot {
+                    hash: key_hash(key),
+                    seg: app.seg,
+                    off: *off,
+                    len: h.total_len() as u32,
+                    group: h.group,
+                    tag: h.tag,
+                    state: 0,
+                };
                 inner.publish_put(&mut ix, key, s, &mut live)?;
             }
         }

@@ -67,7 +67,10 @@ pub struct Slot {
 impl Slot {
     /// Where the record is.
     pub fn pos(&self) -> Pos {
-        Pos { seg: self.seg, off: self.off }
+        Pos {
+            seg: self.seg,
+            off: self.off,
+        }
     }
 }
 
@@ -141,16 +144,30 @@ impl Index {
             .map_err(|e| io(format!("create {}", path.display()), e))?;
         sys::preallocate(&f, len).map_err(|e| io(format!("allocate {}", path.display()), e))?;
         let map = sys::map(&f).map_err(|e| io(format!("map {}", path.display()), e))?;
-        let mut ix = Index { path: path.to_path_buf(), _file: f, map, cap, live: 0, used: 0 };
+        let mut ix = Index {
+            path: path.to_path_buf(),
+            _file: f,
+            map,
+            cap,
+            live: 0,
+            used: 0,
+        };
         ix.map[..8].copy_from_slice(IDX_MAGIC);
-        ix.write_header(&HeaderInfo { clean: false, ..*hdr });
+        ix.write_header(&HeaderInfo {
+            clean: false,
+            ..*hdr
+        });
         Ok(ix)
     }
 
     /// Maps an existing table. `Err(reason)` when it is missing, torn, of
     /// another version or unusable: the caller rebuilds.
     pub fn open(path: &Path) -> Result<(Index, HeaderInfo), String> {
-        let f = OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("cannot open: {e}"))?;
         let flen = f.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
         if flen < IDX_HEADER_LEN as u64 {
             return Err(format!("too short ({flen} bytes)"));
@@ -165,11 +182,18 @@ impl Index {
         }
         let version = rd32(h, H_VERSION);
         if version != IDX_VERSION || rd32(h, H_SLOT_LEN) as usize != SLOT_LEN {
-            return Err(format!("layout version {version}, this build reads {IDX_VERSION}"));
+            return Err(format!(
+                "layout version {version}, this build reads {IDX_VERSION}"
+            ));
         }
         let cap = rd64(h, H_CAP);
-        if !cap.is_power_of_two() || cap < MIN_CAPACITY || IDX_HEADER_LEN as u64 + cap * SLOT_LEN as u64 != flen {
-            return Err(format!("capacity {cap} does not match the file length {flen}"));
+        if !cap.is_power_of_two()
+            || cap < MIN_CAPACITY
+            || IDX_HEADER_LEN as u64 + cap * SLOT_LEN as u64 != flen
+        {
+            return Err(format!(
+                "capacity {cap} does not match the file length {flen}"
+            ));
         }
         let info = HeaderInfo {
             log_id: rd64(h, H_LOG_ID),
@@ -179,7 +203,14 @@ impl Index {
             next_seq: rd64(h, H_NEXT_SEQ),
             table_crc: rd32(h, H_TABLE_CRC),
         };
-        let mut ix = Index { path: path.to_path_buf(), _file: f, map, cap, live: 0, used: 0 };
+        let mut ix = Index {
+            path: path.to_path_buf(),
+            _file: f,
+            map,
+            cap,
+            live: 0,
+            used: 0,
+        };
         for i in 0..cap as usize {
             match ix.slot(i).state {
                 EMPTY => {}
@@ -216,12 +247,16 @@ impl Index {
 
     /// Flushes the header page only.
     pub fn flush_header(&self) -> Result<(), StoreError> {
-        self.map.flush_range(0, IDX_HEADER_LEN).map_err(|e| io(format!("msync {}", self.path.display()), e))
+        self.map
+            .flush_range(0, IDX_HEADER_LEN)
+            .map_err(|e| io(format!("msync {}", self.path.display()), e))
     }
 
     /// Flushes the whole mapping.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.map.flush().map_err(|e| io(format!("msync {}", self.path.display()), e))
+        self.map
+            .flush()
+            .map_err(|e| io(format!("msync {}", self.path.display()), e))
     }
 
     /// Number of slots.
@@ -280,11 +315,7 @@ impl Index {
             let s = self.slot(i);
             match s.state {
                 EMPTY => return Ok(None),
-                VALID if s.hash == hash => {
-                    if is_key(&s)? {
-                        return Ok(Some((i, s)));
-                    }
-                }
+                VALID if s.hash == hash && is_key(&s)? => return Ok(Some((i, s))),
                 _ => {}
             }
             i = (i + 1) & mask;
@@ -314,7 +345,10 @@ impl Index {
             }
             i = (i + 1) & mask;
         }
-        Err(StoreError::io("index insert", std::io::Error::from_raw_os_error(libc::ENOSPC)))
+        Err(StoreError::io(
+            "index insert",
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        ))
     }
 
     /// Deletes slot `i`.
@@ -344,6 +378,8 @@ impl Index {
 
     /// Every valid slot, in table order.
     pub fn valid_slots(&self) -> impl Iterator<Item = Slot> + '_ {
-        (0..self.cap as usize).map(|i| self.slot(i)).filter(|s| s.state == VALID)
+        (0..self.cap as usize)
+            .map(|i| self.slot(i))
+            .filter(|s| s.state == VALID)
     }
 }

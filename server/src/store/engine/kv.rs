@@ -16,7 +16,9 @@
 
 use super::index::{HeaderInfo, Index, Slot};
 use super::log::{Log, Pos};
-use super::record::{self, RecHeader, FLAG_COMMIT, KIND_DEL, KIND_PUT, MAX_KEY_LEN, REC_HEADER_LEN};
+use super::record::{
+    self, RecHeader, FLAG_COMMIT, KIND_DEL, KIND_PUT, MAX_KEY_LEN, REC_HEADER_LEN,
+};
 use super::recovery::{self, OpenHow};
 use crate::store::StoreError;
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -50,7 +52,12 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { segment_size: 64 << 20, compaction: true, max_space_amp: 1.25, tick: Duration::from_millis(50) }
+        EngineOptions {
+            segment_size: 64 << 20,
+            compaction: true,
+            max_space_amp: 1.25,
+            tick: Duration::from_millis(50),
+        }
     }
 }
 
@@ -137,10 +144,14 @@ pub(crate) struct KeyLocks<'a> {
 
 impl Inner {
     pub(crate) fn lock_keys<'a>(&'a self, keys: impl Iterator<Item = &'a [u8]>) -> KeyLocks<'a> {
-        let mut ids: Vec<usize> = keys.map(|k| (key_hash(k) >> 40) as usize % STRIPES).collect();
+        let mut ids: Vec<usize> = keys
+            .map(|k| (key_hash(k) >> 40) as usize % STRIPES)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
-        KeyLocks { _g: ids.into_iter().map(|i| self.stripes[i].lock()).collect() }
+        KeyLocks {
+            _g: ids.into_iter().map(|i| self.stripes[i].lock()).collect(),
+        }
     }
 
     /// The slot of `key` (index read or write guard given).
@@ -150,8 +161,10 @@ impl Inner {
                 return Ok(false);
             }
             let head = self.log.read_head(s.pos(), key.len())?;
-            Ok(record::decode_header(&head).is_some_and(|h| h.key_len as usize == key.len())
-                && &head[REC_HEADER_LEN..] == key)
+            Ok(
+                record::decode_header(&head).is_some_and(|h| h.key_len as usize == key.len())
+                    && &head[REC_HEADER_LEN..] == key,
+            )
         })
     }
 
@@ -171,7 +184,11 @@ impl Inner {
 
     /// Appends `recs` as one commit: (header without seq/flags, key, value).
     /// The caller holds the keys' stripe locks.
-    pub(crate) fn append(&self, recs: &[(RecHeader, &[u8], &[u8])], frees: bool) -> Result<super::log::Appended, StoreError> {
+    pub(crate) fn append(
+        &self,
+        recs: &[(RecHeader, &[u8], &[u8])],
+        frees: bool,
+    ) -> Result<super::log::Appended, StoreError> {
         self.log.append(frees, |seq, buf| {
             let mut offs = Vec::with_capacity(recs.len());
             for (i, (h, k, v)) in recs.iter().enumerate() {
@@ -185,7 +202,13 @@ impl Inner {
 
     /// Publishes a put at `pos` (the caller holds the key's stripe lock and
     /// the index write lock).
-    pub(crate) fn publish_put(&self, ix: &mut Index, key: &[u8], s: Slot, live: &mut HashMap<u32, u64>) -> Result<(), StoreError> {
+    pub(crate) fn publish_put(
+        &self,
+        ix: &mut Index,
+        key: &[u8],
+        s: Slot,
+        live: &mut HashMap<u32, u64>,
+    ) -> Result<(), StoreError> {
         match self.find(ix, key)? {
             Some((i, old)) => {
                 sub_live(live, old.seg, old.len);
@@ -218,7 +241,14 @@ impl Engine {
     /// file `idx_path`.
     pub fn open(dir: &Path, idx_path: &Path, opts: EngineOptions) -> Result<Engine, StoreError> {
         let o = recovery::open(dir, idx_path)?;
-        let log = Log::open(dir, o.log_id, &o.ids, o.tail_len, o.next_seq, opts.segment_size)?;
+        let log = Log::open(
+            dir,
+            o.log_id,
+            &o.ids,
+            o.tail_len,
+            o.next_seq,
+            opts.segment_size,
+        )?;
         let mut live = HashMap::new();
         for s in o.index.valid_slots() {
             *live.entry(s.seg).or_insert(0u64) += u64::from(s.len);
@@ -241,7 +271,12 @@ impl Engine {
                 .spawn(move || super::compaction::run(inner, stop))
                 .map_err(|e| StoreError::io("start the store's background thread", e))?
         };
-        Ok(Engine { inner, stop, bg: Some(bg), how: o.how })
+        Ok(Engine {
+            inner,
+            stop,
+            bg: Some(bg),
+            how: o.how,
+        })
     }
 
     /// How the index was obtained at open.
@@ -254,7 +289,10 @@ impl Engine {
         let inner = &*self.inner;
         for op in ops {
             if op.key().len() > MAX_KEY_LEN {
-                return Err(StoreError::io("commit", std::io::Error::from_raw_os_error(libc::ENAMETOOLONG)));
+                return Err(StoreError::io(
+                    "commit",
+                    std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+                ));
             }
         }
         let _locks = inner.lock_keys(ops.iter().map(|o| o.key()));
@@ -266,8 +304,21 @@ impl Engine {
             let ix = inner.index.read();
             for op in ops {
                 match *op {
-                    Op::Put { key, value, tag, group } => recs.push((
-                        RecHeader { kind: KIND_PUT, flags: 0, tag, key_len: key.len() as u32, val_len: value.len() as u32, seq: 0, group },
+                    Op::Put {
+                        key,
+                        value,
+                        tag,
+                        group,
+                    } => recs.push((
+                        RecHeader {
+                            kind: KIND_PUT,
+                            flags: 0,
+                            tag,
+                            key_len: key.len() as u32,
+                            val_len: value.len() as u32,
+                            seq: 0,
+                            group,
+                        },
                         key,
                         value,
                     )),
@@ -275,7 +326,15 @@ impl Engine {
                         let later_put = recs.iter().any(|r| r.1 == key);
                         if later_put || inner.find(&ix, key)?.is_some() {
                             recs.push((
-                                RecHeader { kind: KIND_DEL, flags: 0, tag: 0, key_len: key.len() as u32, val_len: 0, seq: 0, group: 0 },
+                                RecHeader {
+                                    kind: KIND_DEL,
+                                    flags: 0,
+                                    tag: 0,
+                                    key_len: key.len() as u32,
+                                    val_len: 0,
+                                    seq: 0,
+                                    group: 0,
+                                },
                                 key,
                                 &[],
                             ));
@@ -290,7 +349,11 @@ impl Engine {
         inner.reserve(recs.len() as u64)?;
         let frees = recs.iter().all(|r| r.0.kind == KIND_DEL);
         let app = inner.append(&recs, frees)?;
-        let synced = if durable { inner.log.sync_to(app.end) } else { Ok(()) };
+        let synced = if durable {
+            inner.log.sync_to(app.end)
+        } else {
+            Ok(())
+        };
         // Published even if the sync failed: the records are in the log, and
         // the index must say what a replay would.
         let res = (|| {
@@ -298,7 +361,15 @@ impl Engine {
             let mut live = inner.live.lock();
             for ((h, key, _), off) in recs.iter().zip(&app.offs) {
                 if h.kind == KIND_PUT {
-                    let s = Slot { hash: key_hash(key), seg: app.seg, off: *off, len: h.total_len() as u32, group: h.group, tag: h.tag, state: 0 };
+                    let s = Slot {
+                        hash: key_hash(key),
+                        seg: app.seg,
+                        off: *off,
+                        len: h.total_len() as u32,
+                        group: h.group,
+                        tag: h.tag,
+                        state: 0,
+                    };
                     inner.publish_put(&mut ix, key, s, &mut live)?;
                 } else if let Some((i, old)) = inner.find(&ix, key)? {
                     sub_live(&mut live, old.seg, old.len);
@@ -320,7 +391,10 @@ impl Engine {
             let buf = inner.log.read(s.pos(), s.len)?;
             let rec = record::decode(&buf)?;
             if rec.key == key {
-                got = Some(Got { value: rec.value.to_vec(), tag: rec.h.tag });
+                got = Some(Got {
+                    value: rec.value.to_vec(),
+                    tag: rec.h.tag,
+                });
                 Ok(true)
             } else {
                 Ok(false)
@@ -337,7 +411,10 @@ impl Engine {
 
     /// Every live (key, value, tag) whose slot's tag and group satisfy
     /// `pred`: one pass over the index, reading only the matching records.
-    pub fn collect(&self, pred: impl Fn(u16, u32) -> bool) -> Result<Vec<(Vec<u8>, Got)>, StoreError> {
+    pub fn collect(
+        &self,
+        pred: impl Fn(u16, u32) -> bool,
+    ) -> Result<Vec<(Vec<u8>, Got)>, StoreError> {
         let inner = &*self.inner;
         let ix = inner.index.read();
         let mut out = Vec::new();
@@ -347,7 +424,13 @@ impl Engine {
             }
             let buf = inner.log.read(s.pos(), s.len)?;
             let rec = record::decode(&buf)?;
-            out.push((rec.key.to_vec(), Got { value: rec.value.to_vec(), tag: rec.h.tag }));
+            out.push((
+                rec.key.to_vec(),
+                Got {
+                    value: rec.value.to_vec(),
+                    tag: rec.h.tag,
+                },
+            ));
         }
         Ok(out)
     }

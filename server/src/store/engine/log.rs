@@ -50,7 +50,10 @@ impl Pos {
 
     /// From [`Pos::raw`].
     pub fn from_raw(v: u64) -> Pos {
-        Pos { seg: (v >> 32) as u32, off: v as u32 }
+        Pos {
+            seg: (v >> 32) as u32,
+            off: v as u32,
+        }
     }
 }
 
@@ -94,7 +97,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, StoreError> {
         let ent = ent.map_err(|e| io(format!("list {}", dir.display()), e))?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = name.strip_suffix(".seg").and_then(|s| s.parse::<u32>().ok()) {
+        if let Some(id) = name
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u32>().ok())
+        {
             ids.push(id);
         }
     }
@@ -141,11 +147,22 @@ pub struct Log {
 impl Log {
     /// Opens the log over existing segments `ids` (ascending, all checked by
     /// recovery, the last one cut to `tail_len`), or a new log when empty.
-    pub fn open(dir: &Path, log_id: u64, ids: &[u32], tail_len: u64, next_seq: u64, seg_size: u64) -> Result<Log, StoreError> {
+    pub fn open(
+        dir: &Path,
+        log_id: u64,
+        ids: &[u32],
+        tail_len: u64,
+        next_seq: u64,
+        seg_size: u64,
+    ) -> Result<Log, StoreError> {
         let mut files = BTreeMap::new();
         for &id in ids {
             let p = dir.join(seg_name(id));
-            let f = OpenOptions::new().read(true).write(true).open(&p).map_err(|e| io(format!("open {}", p.display()), e))?;
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .map_err(|e| io(format!("open {}", p.display()), e))?;
             files.insert(id, Arc::new(f));
         }
         let (id, file, len, dir_dirty) = match ids.last() {
@@ -193,14 +210,21 @@ impl Log {
     /// registered as pending until [`Log::published`].
     /// `frees`: the commit only frees space (deletes, compaction), so it may
     /// use the reserve when the disk is full.
-    pub fn append(&self, frees: bool, encode: impl FnOnce(u64, &mut Vec<u8>) -> Vec<usize>) -> Result<Appended, StoreError> {
+    pub fn append(
+        &self,
+        frees: bool,
+        encode: impl FnOnce(u64, &mut Vec<u8>) -> Vec<usize>,
+    ) -> Result<Appended, StoreError> {
         let mut w = self.writer.lock();
         let seq = w.next_seq;
         let mut buf = Vec::new();
         let rel = encode(seq, &mut buf);
         let n = buf.len() as u64;
         if n + SEG_HEADER_LEN > u64::from(u32::MAX) {
-            return Err(StoreError::io("append", std::io::Error::from_raw_os_error(libc::EFBIG)));
+            return Err(StoreError::io(
+                "append",
+                std::io::Error::from_raw_os_error(libc::EFBIG),
+            ));
         }
         if w.len + n > self.seg_size && w.len > SEG_HEADER_LEN {
             self.roll(&mut w)?;
@@ -211,7 +235,10 @@ impl Log {
             let _ = w.file.set_len(at);
             let full = e.raw_os_error() == Some(libc::ENOSPC);
             if full && frees && fs::remove_file(self.dir.join("reserve")).is_ok() {
-                tracing::warn!("{}: disk full; using the space reserve to free space", self.dir.display());
+                tracing::warn!(
+                    "{}: disk full; using the space reserve to free space",
+                    self.dir.display()
+                );
                 match w.file.write_all_at(&buf, at) {
                     Ok(()) => e = std::io::Error::from_raw_os_error(0),
                     Err(e2) => {
@@ -226,12 +253,18 @@ impl Log {
         }
         w.len += n;
         w.next_seq += 1;
-        let start = Pos { seg: w.id, off: at as u32 };
+        let start = Pos {
+            seg: w.id,
+            off: at as u32,
+        };
         *w.pending.entry(start.raw()).or_insert(0) += 1;
         Ok(Appended {
             seg: w.id,
             offs: rel.into_iter().map(|r| (at + r as u64) as u32).collect(),
-            end: Pos { seg: w.id, off: w.len as u32 },
+            end: Pos {
+                seg: w.id,
+                off: w.len as u32,
+            },
             start,
         })
     }
@@ -252,7 +285,10 @@ impl Log {
         let w = self.writer.lock();
         match w.pending.keys().next() {
             Some(&p) => Pos::from_raw(p),
-            None => Pos { seg: w.id, off: w.len as u32 },
+            None => Pos {
+                seg: w.id,
+                off: w.len as u32,
+            },
         }
     }
 
@@ -281,7 +317,10 @@ impl Log {
     /// The active segment's id and length.
     pub fn tail(&self) -> Pos {
         let w = self.writer.lock();
-        Pos { seg: w.id, off: w.len as u32 }
+        Pos {
+            seg: w.id,
+            off: w.len as u32,
+        }
     }
 
     /// Makes the log durable up to `pos` (group commit: whoever syncs,
@@ -296,7 +335,14 @@ impl Log {
             let mut files = std::mem::take(&mut w.unsynced);
             files.push(w.file.clone());
             let d = std::mem::replace(&mut w.dir_dirty, false);
-            (files, d, Pos { seg: w.id, off: w.len as u32 })
+            (
+                files,
+                d,
+                Pos {
+                    seg: w.id,
+                    off: w.len as u32,
+                },
+            )
         };
         let res = (|| {
             for f in &files {
@@ -325,12 +371,9 @@ impl Log {
 
     /// Reads `len` bytes at `pos`.
     pub fn read(&self, pos: Pos, len: u32) -> Result<Vec<u8>, StoreError> {
-        let f = self
-            .files
-            .read()
-            .get(&pos.seg)
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupt(format!("index points at missing segment {}", pos.seg)))?;
+        let f = self.files.read().get(&pos.seg).cloned().ok_or_else(|| {
+            StoreError::Corrupt(format!("index points at missing segment {}", pos.seg))
+        })?;
         let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, u64::from(pos.off))
             .map_err(|e| io(format!("read {} at {}", seg_name(pos.seg), pos.off), e))?;
@@ -354,7 +397,11 @@ impl Log {
             return w.len;
         }
         drop(w);
-        self.files.read().get(&id).and_then(|f| f.metadata().ok()).map_or(0, |m| m.len())
+        self.files
+            .read()
+            .get(&id)
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len())
     }
 
     /// The whole content of a segment.
@@ -369,7 +416,9 @@ impl Log {
         {
             let w = self.writer.lock();
             if id == w.id {
-                return Err(StoreError::Corrupt("refusing to delete the active segment".into()));
+                return Err(StoreError::Corrupt(
+                    "refusing to delete the active segment".into(),
+                ));
             }
         }
         self.files.write().remove(&id);
@@ -407,5 +456,7 @@ fn create_segment(dir: &Path, id: u32, log_id: u64) -> Result<File, StoreError> 
 
 /// `fsync` of a directory.
 pub fn sync_dir(p: &Path) -> Result<(), StoreError> {
-    File::open(p).and_then(|d| d.sync_all()).map_err(|e| io(format!("fsync {}", p.display()), e))
+    File::open(p)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(format!("fsync {}", p.display()), e))
 }

@@ -120,7 +120,10 @@ pub fn decode_header(b: &[u8]) -> Option<RecHeader> {
         seq: u64_at(b, OFF_SEQ),
         group: u32_at(b, OFF_GROUP),
     };
-    if (h.kind != KIND_PUT && h.kind != KIND_DEL) || h.key_len as usize > MAX_KEY_LEN || h.flags & !FLAG_COMMIT != 0 {
+    if (h.kind != KIND_PUT && h.kind != KIND_DEL)
+        || h.key_len as usize > MAX_KEY_LEN
+        || h.flags & !FLAG_COMMIT != 0
+    {
         return None;
     }
     Some(h)
@@ -141,7 +144,10 @@ pub fn decode(b: &[u8]) -> Result<Rec<'_>, StoreError> {
     let h = decode_header(b).ok_or_else(|| StoreError::Corrupt("bad record header".into()))?;
     let body = REC_HEADER_LEN + h.key_len as usize + h.val_len as usize;
     if b.len() < body {
-        return Err(StoreError::Corrupt(format!("short record: {} of {body} bytes", b.len())));
+        return Err(StoreError::Corrupt(format!(
+            "short record: {} of {body} bytes",
+            b.len()
+        )));
     }
     let key = &b[REC_HEADER_LEN..REC_HEADER_LEN + h.key_len as usize];
     let value = &b[REC_HEADER_LEN + h.key_len as usize..body];
@@ -150,7 +156,10 @@ pub fn decode(b: &[u8]) -> Result<Rec<'_>, StoreError> {
     crc = crc32c::crc32c_append(crc, value);
     let stored = u32_at(b, OFF_CRC);
     if crc != stored {
-        return Err(StoreError::Checksum { got: crc, expected: stored });
+        return Err(StoreError::Checksum {
+            got: crc,
+            expected: stored,
+        });
     }
     Ok(Rec { h, key, value })
 }
@@ -161,7 +170,15 @@ mod tests {
 
     #[test]
     fn round_trip_and_flip() {
-        let h = RecHeader { kind: KIND_PUT, flags: FLAG_COMMIT, tag: 7, key_len: 3, val_len: 5, seq: 99, group: 42 };
+        let h = RecHeader {
+            kind: KIND_PUT,
+            flags: FLAG_COMMIT,
+            tag: 7,
+            key_len: 3,
+            val_len: 5,
+            seq: 99,
+            group: 42,
+        };
         let mut out = Vec::new();
         encode(&mut out, &h, b"key", b"value");
         assert_eq!(out.len(), 40);

@@ -83,7 +83,8 @@ impl SegFiles {
         }
         let mut buf = vec![0u8; len];
         let f = &self.files[&pos.seg];
-        f.read_exact_at(&mut buf, u64::from(pos.off)).map_err(|e| io(format!("read segment {}", pos.seg), e))?;
+        f.read_exact_at(&mut buf, u64::from(pos.off))
+            .map_err(|e| io(format!("read segment {}", pos.seg), e))?;
         Ok(buf)
     }
 }
@@ -114,7 +115,15 @@ fn apply(
     let hash = super::kv::key_hash(key);
     let found = ix.find(hash, |s| slot_has_key(files, s, key))?;
     if h.kind == KIND_PUT {
-        let s = Slot { hash, seg: pos.seg, off: pos.off, len: h.total_len() as u32, group: h.group, tag: h.tag, state: 0 };
+        let s = Slot {
+            hash,
+            seg: pos.seg,
+            off: pos.off,
+            len: h.total_len() as u32,
+            group: h.group,
+            tag: h.tag,
+            state: 0,
+        };
         match found {
             Some((i, _)) => ix.replace(i, &s),
             None => {
@@ -152,7 +161,10 @@ fn replay(
     idx_path: &Path,
     hdr: &HeaderInfo,
 ) -> Result<(u64, u64, u64), StoreError> {
-    let mut files = SegFiles { dir: dir.to_path_buf(), files: HashMap::new() };
+    let mut files = SegFiles {
+        dir: dir.to_path_buf(),
+        files: HashMap::new(),
+    };
     let mut applied = 0u64;
     let mut max_seq = 0u64;
     let mut tail_len = SEG_HEADER_LEN;
@@ -163,7 +175,11 @@ fn replay(
         }
         let p = dir.join(seg_name(id));
         let buf = fs::read(&p).map_err(|e| io(format!("read {}", p.display()), e))?;
-        let mut off = if id == from.seg { u64::from(from.off).max(SEG_HEADER_LEN) } else { SEG_HEADER_LEN } as usize;
+        let mut off = if id == from.seg {
+            u64::from(from.off).max(SEG_HEADER_LEN)
+        } else {
+            SEG_HEADER_LEN
+        } as usize;
         if off > buf.len() {
             // The replay point is past the end: only a torn tail could
             // make that happen; nothing to apply here.
@@ -186,7 +202,14 @@ fn replay(
                 break;
             }
             max_seq = max_seq.max(rec.h.seq);
-            batch.push((rec.h, rec.key.to_vec(), Pos { seg: id, off: off as u32 }));
+            batch.push((
+                rec.h,
+                rec.key.to_vec(),
+                Pos {
+                    seg: id,
+                    off: off as u32,
+                },
+            ));
             off += len;
             if rec.h.flags & FLAG_COMMIT != 0 {
                 for (h, key, pos) in batch.drain(..) {
@@ -205,9 +228,14 @@ fn replay(
                     "segment {id}: torn tail at offset {good_end} ({why}); discarding {} bytes",
                     buf.len() - good_end
                 );
-                let f = OpenOptions::new().write(true).open(&p).map_err(|e| io(format!("open {}", p.display()), e))?;
-                f.set_len(good_end as u64).map_err(|e| io(format!("truncate {}", p.display()), e))?;
-                f.sync_all().map_err(|e| io(format!("fsync {}", p.display()), e))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| io(format!("open {}", p.display()), e))?;
+                f.set_len(good_end as u64)
+                    .map_err(|e| io(format!("truncate {}", p.display()), e))?;
+                f.sync_all()
+                    .map_err(|e| io(format!("fsync {}", p.display()), e))?;
             } else {
                 tracing::error!(
                     "segment {id}: unreadable from offset {good_end} ({why}); {} bytes skipped",
@@ -252,23 +280,45 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                 fs::remove_file(&p).map_err(|e| io(format!("remove {}", p.display()), e))?;
                 ids.pop();
             }
-            None => return Err(StoreError::Corrupt(format!("{} is not a segment of this store", p.display()))),
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is not a segment of this store",
+                    p.display()
+                )))
+            }
         }
     }
     let boot = sys::boot_id();
     let Some(log_id) = log_id else {
         // A new store.
         let log_id = rand::random::<u64>() | 1;
-        let hdr = HeaderInfo { log_id, boot, clean: false, replay: Pos { seg: 1, off: 0 }, next_seq: 1, table_crc: 0 };
+        let hdr = HeaderInfo {
+            log_id,
+            boot,
+            clean: false,
+            replay: Pos { seg: 1, off: 0 },
+            next_seq: 1,
+            table_crc: 0,
+        };
         let index = Index::create(idx_path, MIN_CAPACITY, &hdr)?;
         index.flush_header()?;
-        return Ok(Opened { log_id, ids, tail_len: SEG_HEADER_LEN, next_seq: 1, index, hdr, how: OpenHow::Clean });
+        return Ok(Opened {
+            log_id,
+            ids,
+            tail_len: SEG_HEADER_LEN,
+            next_seq: 1,
+            index,
+            hdr,
+            how: OpenHow::Clean,
+        });
     };
 
     let first = Pos { seg: 0, off: 0 };
     let started = Instant::now();
     let attempt = match Index::open(idx_path) {
-        Err(reason) if !idx_path.exists() => Err("index file missing".to_string()).map_err(|r| (r, reason)),
+        Err(reason) if !idx_path.exists() => {
+            Err("index file missing".to_string()).map_err(|r| (r, reason))
+        }
         Err(reason) => Err((reason, String::new())),
         Ok((ix, info)) => {
             if info.log_id != log_id {
@@ -282,23 +332,49 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             } else if info.boot == boot && boot != 0 {
                 Ok((ix, info, false))
             } else {
-                Err(("index not closed cleanly before the machine restarted".to_string(), String::new()))
+                Err((
+                    "index not closed cleanly before the machine restarted".to_string(),
+                    String::new(),
+                ))
             }
         }
     };
     match attempt {
         Ok((mut ix, info, clean)) => {
-            let mut hdr = HeaderInfo { boot, clean: false, ..info };
-            let (records, max_seq, tail_len) = replay(dir, &ids, info.replay, &mut ix, idx_path, &hdr)?;
+            let mut hdr = HeaderInfo {
+                boot,
+                clean: false,
+                ..info
+            };
+            let (records, max_seq, tail_len) =
+                replay(dir, &ids, info.replay, &mut ix, idx_path, &hdr)?;
             hdr.next_seq = info.next_seq.max(max_seq + 1);
-            hdr.replay = Pos { seg: ids.last().copied().unwrap_or(1), off: tail_len as u32 };
+            hdr.replay = Pos {
+                seg: ids.last().copied().unwrap_or(1),
+                off: tail_len as u32,
+            };
             ix.write_header(&hdr);
             ix.flush_header()?;
-            let how = if clean && records == 0 { OpenHow::Clean } else { OpenHow::Replayed { records } };
+            let how = if clean && records == 0 {
+                OpenHow::Clean
+            } else {
+                OpenHow::Replayed { records }
+            };
             if records > 0 {
-                tracing::info!("index replayed {records} records from the log tail in {:?}", started.elapsed());
+                tracing::info!(
+                    "index replayed {records} records from the log tail in {:?}",
+                    started.elapsed()
+                );
             }
-            Ok(Opened { log_id, ids, tail_len, next_seq: hdr.next_seq, index: ix, hdr, how })
+            Ok(Opened {
+                log_id,
+                ids,
+                tail_len,
+                next_seq: hdr.next_seq,
+                index: ix,
+                hdr,
+                how,
+            })
         }
         Err((reason, _)) => {
             let total: u64 = ids
@@ -309,19 +385,33 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             // A guess of the record count (4 KiB files are ~4.1 KiB records).
             let cap = (total / 512).max(MIN_CAPACITY);
             let tmp = idx_path.with_extension("rebuild");
-            let hdr0 = HeaderInfo { log_id, boot, clean: false, replay: first, next_seq: 1, table_crc: 0 };
+            let hdr0 = HeaderInfo {
+                log_id,
+                boot,
+                clean: false,
+                replay: first,
+                next_seq: 1,
+                table_crc: 0,
+            };
             let mut ix = Index::create(&tmp, cap, &hdr0)?;
             let (records, max_seq, tail_len) = replay(dir, &ids, first, &mut ix, &tmp, &hdr0)?;
             let hdr = HeaderInfo {
                 next_seq: max_seq + 1,
-                replay: Pos { seg: ids.last().copied().unwrap_or(1), off: tail_len as u32 },
+                replay: Pos {
+                    seg: ids.last().copied().unwrap_or(1),
+                    off: tail_len as u32,
+                },
                 ..hdr0
             };
             ix.write_header(&hdr);
             ix.flush()?;
             fs::rename(&tmp, idx_path).map_err(|e| io(format!("rename {}", tmp.display()), e))?;
-            let (ix, _) = Index::open(idx_path).map_err(|e| StoreError::Corrupt(format!("rebuilt index: {e}")))?;
-            tracing::info!("index rebuilt from log: {records} records in {:?} ({reason})", started.elapsed());
+            let (ix, _) = Index::open(idx_path)
+                .map_err(|e| StoreError::Corrupt(format!("rebuilt index: {e}")))?;
+            tracing::info!(
+                "index rebuilt from log: {records} records in {:?} ({reason})",
+                started.elapsed()
+            );
             Ok(Opened {
                 log_id,
                 ids,

@@ -1,0 +1,494 @@
+//! `sealfs-store-bench`: the server store's small-file benchmark (issue 3).
+//!
+//! Phases, each over `--files` files of 4 KiB spread over `--threads`
+//! threads (one directory per thread), as the server's store sees them:
+//! create+write, stat, read, delete. Targets:
+//!
+//! * `engine`: the packed-log stores (`LogMetaStore` + `LogDataStore`), sync
+//!   policy `--sync` (default `fsync`: every metadata commit durable,
+//!   group-committed; data durable at fsync);
+//! * `redb`: the same records (inode, entry, data) in one redb database, one
+//!   write transaction per create/delete, durable as the engine's commits;
+//! * `plain`: plain files in a directory per thread (create, write, close;
+//!   stat; open, read; unlink), the file system's own durability.
+//!
+//! Then restart times of a meta store with `--restart-files` files: after a
+//! clean close, after a crash (dirty index, same boot: mapped and replayed),
+//! and after the index is deleted (rebuilt from the log).
+//!
+//! Usage: `sealfs-store-bench --dir /mnt/ext4j/bench [--files 200000]
+//! [--threads 8] [--sync fsync|none] [--restart-files 1000000]`.
+
+use sealfs_proto::{Attr, DirEntry, FileKind, Inode, Timespec};
+use sealfs_server::engine::EngineOptions;
+use sealfs_server::{DataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BODY: usize = 4096;
+const PHASES: [&str; 4] = ["create+write", "stat", "read", "delete"];
+
+struct Args {
+    dir: PathBuf,
+    files: u64,
+    threads: u64,
+    durable: bool,
+    restart_files: u64,
+    only: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        dir: PathBuf::new(),
+        files: 200_000,
+        threads: 8,
+        durable: true,
+        restart_files: 1_000_000,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().ok_or(format!("{k} needs a value"));
+        match k.as_str() {
+            "--dir" => a.dir = PathBuf::from(v()?),
+            "--files" => a.files = v()?.parse().map_err(|e| format!("--files: {e}"))?,
+            "--threads" => a.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--restart-files" => {
+                a.restart_files = v()?.parse().map_err(|e| format!("--restart-files: {e}"))?
+            }
+            "--sync" => {
+                a.durable = match v()?.as_str() {
+                    "fsync" | "always" => true,
+                    "none" => false,
+                    s => return Err(format!("--sync: unknown policy {s}")),
+                }
+            }
+            "--only" => a.only = Some(v()?),
+            _ => return Err(format!("unknown argument {k}")),
+        }
+    }
+    if a.dir.as_os_str().is_empty() {
+        return Err("--dir is required (a directory on the file system to measure)".into());
+    }
+    Ok(a)
+}
+
+fn inode(ino: u64) -> InodeRecord {
+    let t = Timespec {
+        sec: 1_700_000_000,
+        nsec: 0,
+    };
+    InodeRecord::normal(Inode {
+        attr: Attr {
+            ino,
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: BODY as u64,
+            nlink: 1,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        },
+        target: None,
+    })
+}
+
+fn body(i: u64) -> Vec<u8> {
+    vec![(i % 251) as u8; BODY]
+}
+
+/// One target: what each phase does for file `i` of thread `t`.
+trait Target: Send + Sync {
+    fn create(&self, t: u64, i: u64);
+    fn stat(&self, t: u64, i: u64);
+    fn read(&self, t: u64, i: u64);
+    fn delete(&self, t: u64, i: u64);
+}
+
+fn ino_of(t: u64, i: u64) -> u64 {
+    (t << 32) | (i + 16)
+}
+
+struct EngineTarget {
+    meta: LogMetaStore,
+    data: LogDataStore,
+}
+
+impl Target for EngineTarget {
+    fn create(&self, t: u64, i: u64) {
+        let ino = ino_of(t, i);
+        self.data.write(ino, 0, 0, &body(i)).unwrap();
+        self.meta
+            .commit(&[
+                MetaOp::PutInode(format!("/d{t}/f{i}"), inode(ino)),
+                MetaOp::PutEntry(
+                    format!("/d{t}"),
+                    DirEntry {
+                        name: format!("f{i}"),
+                        kind: FileKind::File,
+                        ino,
+                    },
+                ),
+            ])
+            .unwrap();
+    }
+    fn stat(&self, t: u64, i: u64) {
+        assert!(self
+            .meta
+            .get_inode(&format!("/d{t}/f{i}"))
+            .unwrap()
+            .is_some());
+    }
+    fn read(&self, t: u64, i: u64) {
+        let r = self
+            .meta
+            .get_inode(&format!("/d{t}/f{i}"))
+            .unwrap()
+            .unwrap();
+        let d = self.data.read(r.inode.attr.ino, 0, 0, 1 << 20).unwrap();
+        assert_eq!(d.len(), BODY);
+    }
+    fn delete(&self, t: u64, i: u64) {
+        self.meta
+            .commit(&[
+                MetaOp::DelInode(format!("/d{t}/f{i}")),
+                MetaOp::DelEntry(format!("/d{t}"), format!("f{i}")),
+            ])
+            .unwrap();
+        self.data.remove(ino_of(t, i)).unwrap();
+    }
+}
+
+const INODES: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("inodes");
+const ENTRIES: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("entries");
+const DATA: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("data");
+
+struct RedbTarget {
+    db: redb::Database,
+    durability: redb::Durability,
+}
+
+impl Target for RedbTarget {
+    fn create(&self, t: u64, i: u64) {
+        let ino = ino_of(t, i);
+        let mut tx = self.db.begin_write().unwrap();
+        tx.set_durability(self.durability);
+        {
+            let rec = postcard_like(ino);
+            tx.open_table(INODES)
+                .unwrap()
+                .insert(format!("/d{t}/f{i}").as_str(), rec.as_slice())
+                .unwrap();
+            tx.open_table(ENTRIES)
+                .unwrap()
+                .insert(format!("/d{t}\0f{i}").as_str(), &ino.to_le_bytes()[..])
+                .unwrap();
+            tx.open_table(DATA)
+                .unwrap()
+                .insert(ino, body(i).as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    fn stat(&self, t: u64, i: u64) {
+        let tx = self.db.begin_read().unwrap();
+        assert!(tx
+            .open_table(INODES)
+            .unwrap()
+            .get(format!("/d{t}/f{i}").as_str())
+            .unwrap()
+            .is_some());
+    }
+    fn read(&self, t: u64, i: u64) {
+        let tx = self.db.begin_read().unwrap();
+        let rec = tx
+            .open_table(INODES)
+            .unwrap()
+            .get(format!("/d{t}/f{i}").as_str())
+            .unwrap()
+            .unwrap();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&rec.value()[..8]);
+        let d = tx
+            .open_table(DATA)
+            .unwrap()
+            .get(u64::from_le_bytes(b))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.value().len(), BODY);
+    }
+    fn delete(&self, t: u64, i: u64) {
+        let mut tx = self.db.begin_write().unwrap();
+        tx.set_durability(self.durability);
+        {
+            tx.open_table(INODES)
+                .unwrap()
+                .remove(format!("/d{t}/f{i}").as_str())
+                .unwrap();
+            tx.open_table(ENTRIES)
+                .unwrap()
+                .remove(format!("/d{t}\0f{i}").as_str())
+                .unwrap();
+            tx.open_table(DATA).unwrap().remove(ino_of(t, i)).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+}
+
+/// An inode-record-sized value starting with the ino.
+fn postcard_like(ino: u64) -> Vec<u8> {
+    let mut v = ino.to_le_bytes().to_vec();
+    v.resize(60, 7);
+    v
+}
+
+struct PlainTarget {
+    root: PathBuf,
+}
+
+impl Target for PlainTarget {
+    fn create(&self, t: u64, i: u64) {
+        std::fs::write(self.root.join(format!("d{t}/f{i}")), body(i)).unwrap();
+    }
+    fn stat(&self, t: u64, i: u64) {
+        std::fs::metadata(self.root.join(format!("d{t}/f{i}"))).unwrap();
+    }
+    fn read(&self, t: u64, i: u64) {
+        assert_eq!(
+            std::fs::read(self.root.join(format!("d{t}/f{i}")))
+                .unwrap()
+                .len(),
+            BODY
+        );
+    }
+    fn delete(&self, t: u64, i: u64) {
+        std::fs::remove_file(self.root.join(format!("d{t}/f{i}"))).unwrap();
+    }
+}
+
+/// Runs the four phases; returns ops/s of each.
+fn run_phases(target: Arc<dyn Target>, files: u64, threads: u64) -> [f64; 4] {
+    let mut out = [0.0; 4];
+    for (p, rate) in out.iter_mut().enumerate() {
+        let per = files / threads;
+        let start = Instant::now();
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        match p {
+                            0 => target.create(t, i),
+                            1 => target.stat(t, i),
+                            2 => target.read(t, i),
+                            _ => target.delete(t, i),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        *rate = (per * threads) as f64 / start.elapsed().as_secs_f64();
+        eprintln!("  {:<13} {:>12.0} ops/s", PHASES[p], rate);
+    }
+    out
+}
+
+fn fresh(dir: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    dir.to_path_buf()
+}
+
+fn drop_caches() {
+    // Best effort: cold reads are not what this measures, but the phases
+    // should not inherit each other's dirty pages.
+    let _ = std::process::Command::new("sync").status();
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2}M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k/s", r / 1e3)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
+fn main() {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sealfs-store-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let want = |n: &str| {
+        a.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == n))
+    };
+    let policy = if a.durable { "fsync" } else { "none" };
+    println!(
+        "store benchmark: {} files of 4 KiB, {} threads, sync {policy}, under {}",
+        a.files,
+        a.threads,
+        a.dir.display()
+    );
+    let mut rows: Vec<(&str, [f64; 4])> = Vec::new();
+    if want("engine") {
+        eprintln!("engine (packed log + mapped index):");
+        let d = fresh(&a.dir.join("engine"));
+        let meta = LogMetaStore::open(
+            &d.join("meta"),
+            &d.join("meta"),
+            a.durable,
+            EngineOptions::default(),
+        )
+        .unwrap();
+        let data = LogDataStore::open(
+            &d.join("data"),
+            &d.join("meta"),
+            64 << 10,
+            false,
+            a.durable,
+            EngineOptions::default(),
+        )
+        .unwrap();
+        rows.push((
+            "engine",
+            run_phases(Arc::new(EngineTarget { meta, data }), a.files, a.threads),
+        ));
+        drop_caches();
+    }
+    if want("redb") {
+        eprintln!("redb (same records, one transaction per create/delete):");
+        let d = fresh(&a.dir.join("redb"));
+        let db = redb::Database::create(d.join("bench.redb")).unwrap();
+        let durability = if a.durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        rows.push((
+            "redb",
+            run_phases(Arc::new(RedbTarget { db, durability }), a.files, a.threads),
+        ));
+        drop_caches();
+    }
+    if want("plain") {
+        eprintln!("plain files:");
+        let d = fresh(&a.dir.join("plain"));
+        for t in 0..a.threads {
+            std::fs::create_dir_all(d.join(format!("d{t}"))).unwrap();
+        }
+        rows.push((
+            "plain files",
+            run_phases(Arc::new(PlainTarget { root: d }), a.files, a.threads),
+        ));
+        drop_caches();
+    }
+    let engine = rows.iter().find(|r| r.0 == "engine").map(|r| r.1);
+    println!();
+    println!("| target | {} |", PHASES.join(" | "));
+    println!("|---|---|---|---|---|");
+    for (name, r) in &rows {
+        let cells: Vec<String> = (0..4)
+            .map(|p| match engine {
+                Some(e) if *name != "engine" => {
+                    format!("{} (engine {:.1}x)", fmt_rate(r[p]), e[p] / r[p])
+                }
+                _ => fmt_rate(r[p]),
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    if want("restart") && a.restart_files > 0 {
+        restart(&a);
+    }
+}
+
+fn restart(a: &Args) {
+    let d = fresh(&a.dir.join("restart"));
+    let (meta_dir, n) = (d.join("meta"), a.restart_files);
+    let open =
+        || LogMetaStore::open(&meta_dir, &meta_dir, false, EngineOptions::default()).unwrap();
+    {
+        let m = Arc::new(open());
+        let per = n / a.threads;
+        let hs: Vec<_> = (0..a.threads)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        let ino = ino_of(t, i);
+                        m.commit(&[
+                            MetaOp::PutInode(format!("/r{t}/f{i}"), inode(ino)),
+                            MetaOp::PutEntry(
+                                format!("/r{t}"),
+                                DirEntry {
+                                    name: format!("f{i}"),
+                                    kind: FileKind::File,
+                                    ino,
+                                },
+                            ),
+                        ])
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        m.flush().unwrap();
+        match Arc::try_unwrap(m) {
+            Ok(m) => m.abandon(),
+            Err(_) => unreachable!("threads joined"),
+        }
+    }
+    let t = Instant::now();
+    let m = open();
+    let crashed = t.elapsed();
+    assert!(m.get_inode("/r0/f1").unwrap().is_some());
+    drop(m);
+    let t = Instant::now();
+    let m = open();
+    let clean = t.elapsed();
+    let st = m.engine().stats();
+    drop(m);
+    std::fs::remove_file(meta_dir.join("meta.index")).unwrap();
+    let t = Instant::now();
+    let m = open();
+    let rebuilt = t.elapsed();
+    assert!(m.get_inode("/r0/f1").unwrap().is_some());
+    println!();
+    println!(
+        "restart with {n} files ({} keys, {:.0} MiB log, {:.0} MiB index = {:.0} bytes/key):",
+        st.keys,
+        st.segment_bytes as f64 / 1048576.0,
+        st.index_bytes as f64 / 1048576.0,
+        st.index_bytes as f64 / st.keys.max(1) as f64
+    );
+    println!("| restart | time |");
+    println!("|---|---|");
+    println!(
+        "| after a crash (index mapped, tail replayed) | {} |",
+        ms(crashed)
+    );
+    println!(
+        "| after a clean close (index mapped, CRC checked) | {} |",
+        ms(clean)
+    );
+    println!("| index deleted (rebuilt from the log) | {} |", ms(rebuilt));
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
