@@ -1,6 +1,8 @@
 //! `sealfs demo`: the README's first command. Starts a throw-away local
 //! cluster (manager + 3 servers as real processes), runs a small workload
-//! through the client library and prints what happened.
+//! through the client library, then a shell script of ordinary programs
+//! under `LD_PRELOAD=libsealfs.so` (found next to the `sealfs` binary), and
+//! prints what happened.
 
 use crate::cluster::{LocalCluster, UpArgs};
 use clap::Args;
@@ -222,7 +224,68 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     c.rmdir("/demo").map_err(|er| e("rmdir", er))?;
     let left = c.readdir("/").map_err(|er| e("/", er))?;
     println!("  root after clean-up: {} entries", left.len());
+    preloaded(&c, &cl.manager)?;
     println!("\ndone; stopping the cluster");
     drop(cl);
+    Ok(())
+}
+
+/// The prefix the demo's preloaded programs see SealFS under.
+const DEMO_PREFIX: &str = "/sealfs";
+
+/// What the preloaded shell runs: ordinary programs, no SealFS awareness.
+const PRELOADED_SCRIPT: &str = r#"set -e
+cd "$P"
+mkdir -p work/src
+for i in $(seq 1 300); do echo "line of file $i" > work/src/f$i.txt; done
+cp -r work/src work/copy
+tar czf work/src.tgz -C work src
+mkdir work/x && tar xzf work/src.tgz -C work/x
+echo "files listed: $(ls work/x/src | wc -l)"
+echo "f42 reads:    $(cat work/x/src/f42.txt)"
+echo "bytes (du):   $(du -sb work/copy | cut -f1)"
+echo "find matches: $(find work -name 'f1*.txt' | wc -l)"
+"#;
+
+/// Runs [`PRELOADED_SCRIPT`] in a preloaded bash, then checks through the
+/// client library that the files landed in SealFS and removes them.
+fn preloaded(c: &Client, manager: &str) -> Result<(), String> {
+    let lib = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .map(|d| d.join("libsealfs.so"))
+        .ok_or("cannot locate the sealfs binary's directory")?;
+    println!("\npreloaded programs (bash, mkdir, cp, tar, gzip, ls, cat, du, find under LD_PRELOAD):");
+    if !lib.exists() {
+        println!(
+            "  skipped: {} is missing; build it with `cargo build --release -p sealfs-shim`",
+            lib.display()
+        );
+        return Ok(());
+    }
+    if std::path::Path::new(DEMO_PREFIX).exists() {
+        println!("  skipped: {DEMO_PREFIX} exists on the local disk, so the demo will not shadow it");
+        return Ok(());
+    }
+    let t = Instant::now();
+    let out = std::process::Command::new("bash")
+        .args(["-c", PRELOADED_SCRIPT])
+        .env("LD_PRELOAD", &lib)
+        .env("SEALFS_MANAGER", manager)
+        .env("SEALFS_MOUNT", DEMO_PREFIX)
+        .env("P", DEMO_PREFIX)
+        .output()
+        .map_err(|e| format!("cannot run bash: {e}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("  {l}");
+    }
+    if !out.status.success() {
+        return Err(format!("the preloaded script failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    let listed = c.readdir("/work/x/src").map_err(|e| format!("/work/x/src: {e}"))?.len();
+    println!("  script took {secs:.2} s; the client library sees {listed} files in /work/x/src on the servers");
+    println!("  (nothing was written under {DEMO_PREFIX} on the local disk: {})", !std::path::Path::new(DEMO_PREFIX).exists());
+    crate::fsops::remove_tree(c, "/work")?;
     Ok(())
 }

@@ -202,7 +202,8 @@ pub fn mkdir(a: MkdirArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn remove_tree(c: &Client, path: &str) -> Result<(), String> {
+/// Removes `path` and, for a directory, everything below it.
+pub fn remove_tree(c: &Client, path: &str) -> Result<(), String> {
     let i = c.lstat(path).map_err(|e| err(path, e))?;
     if i.attr.kind == FileKind::Dir {
         let base = if path == "/" {
