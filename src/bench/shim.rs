@@ -267,8 +267,11 @@ pub fn run(a: ShimArgs) -> Result<(), String> {
 
         println!();
         println!(
-            "{} files, {} MiB of 1 MiB writes + fsync; SealFS = LD_PRELOAD libsealfs.so, {} servers on loopback TCP",
-            a.files, a.write_mib, a.servers
+            "{} files, {} MiB of 1 MiB writes + fsync; SealFS = LD_PRELOAD libsealfs.so, {} local servers, SEALFS_TRANSPORT={}",
+            a.files,
+            a.write_mib,
+            a.servers,
+            std::env::var("SEALFS_TRANSPORT").unwrap_or_else(|_| "auto (rings to same-host servers)".into())
         );
         println!(
             "{:<18} {:>22} {:>22} {:>22} {:>10} {:>10}",
