@@ -47,7 +47,7 @@ pub struct Membership {
     addr: String,
     id: AtomicU32,
     view: RwLock<Arc<View>>,
-    peers: Mutex<HashMap<ServerId, Arc<TcpPool>>>,
+    peers: Mutex<HashMap<ServerId, Arc<dyn Transport>>>,
 }
 
 /// Loads `meta_dir/server.uuid`, creating it on first start.
@@ -191,8 +191,10 @@ impl Membership {
         }
     }
 
-    /// The connection pool of server `id` in `map`.
-    pub fn peer(&self, id: ServerId, map: &ClusterMap) -> Option<Arc<TcpPool>> {
+    /// The transport to server `id` in `map`: shared-memory rings when the
+    /// peer is on this host, TCP otherwise (`SEALFS_TRANSPORT` as for
+    /// clients).
+    pub fn peer(&self, id: ServerId, map: &ClusterMap) -> Option<Arc<dyn Transport>> {
         let info = map.server(id)?;
         let mut peers = self.peers.lock();
         if let Some(p) = peers.get(&id) {
@@ -200,7 +202,8 @@ impl Membership {
                 return Some(p.clone());
             }
         }
-        let p = Arc::new(TcpPool::new(info.addr.clone(), ClientConfig::default()));
+        let mode = sealfs_transport::shm::Mode::from_env();
+        let p = sealfs_transport::shm::connect(&info.addr, &ClientConfig::default(), mode);
         peers.insert(id, p.clone());
         Some(p)
     }

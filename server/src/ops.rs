@@ -30,7 +30,6 @@ use sealfs_proto::{
     Attr, DirEntry, Envelope, Errno, FileKind, Inode, NewInode, Reply, Request, SetAttr, StatFs, TimeSet, Timespec,
 };
 use sealfs_transport::tcp::Handler;
-use sealfs_transport::Transport;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -111,6 +110,9 @@ pub struct Node {
     pub(crate) members: Arc<Membership>,
     pub(crate) locks: LockTable,
     sync: SyncPolicy,
+    /// Store work runs inline (not in `spawn_blocking`): set when the sync
+    /// policy is `none`, so no commit waits for the disk.
+    inline_store: bool,
     meta_dir: PathBuf,
     data_dir: PathBuf,
     ino: Mutex<InoAlloc>,
@@ -137,6 +139,7 @@ impl Node {
             members,
             locks: LockTable::new(),
             sync,
+            inline_store: sync == SyncPolicy::None,
             meta_dir,
             data_dir,
             ino: Mutex::new(InoAlloc { next, limit: reserved }),
@@ -281,7 +284,7 @@ impl Node {
         let (parent, name) = (parent.to_string(), name.to_string());
         let me = self.clone();
         let (p, pa, na) = (path.to_string(), parent.clone(), name.clone());
-        let inode = blocking(move || {
+        let inode = self.store(move || {
             if fresh {
                 inode.attr.ino = me.alloc_ino()?;
             }
@@ -297,11 +300,11 @@ impl Node {
         match reply {
             Some(Reply::Ok) => {
                 let done = inode.clone();
-                blocking(move || me.commit(&[MetaOp::PutInode(p, InodeRecord::normal(done))])).await?;
+                self.store(move || me.commit(&[MetaOp::PutInode(p, InodeRecord::normal(done))])).await?;
                 Ok(inode)
             }
             Some(Reply::Err(e)) => {
-                blocking(move || me.commit(&[MetaOp::DelInode(p)])).await?;
+                self.store(move || me.commit(&[MetaOp::DelInode(p)])).await?;
                 Err(e)
             }
             Some(r) => {
@@ -323,12 +326,12 @@ impl Node {
                 match self.call_dir_owner(&parent, EntryReq::Get { name }).await {
                     Some(Reply::Entry(Some(e))) if e.ino == rec.inode.attr.ino => {
                         let inode = rec.inode.clone();
-                        blocking(move || me.commit(&[MetaOp::PutInode(p, InodeRecord::normal(inode))])).await?;
+                        self.store(move || me.commit(&[MetaOp::PutInode(p, InodeRecord::normal(inode))])).await?;
                         tracing::info!("recovery: create of {path} completed");
                         Ok(Some(rec.inode))
                     }
                     Some(Reply::Entry(_)) => {
-                        blocking(move || me.commit(&[MetaOp::DelInode(p)])).await?;
+                        self.store(move || me.commit(&[MetaOp::DelInode(p)])).await?;
                         tracing::info!("recovery: create of {path} rolled back");
                         Ok(None)
                     }
@@ -339,7 +342,7 @@ impl Node {
                 let ino = rec.inode.attr.ino;
                 match self.call_dir_owner(&parent, EntryReq::Remove { name, ino }).await {
                     Some(Reply::Ok) => {
-                        blocking(move || me.commit(&[MetaOp::DelInode(p)])).await?;
+                        self.store(move || me.commit(&[MetaOp::DelInode(p)])).await?;
                         tracing::info!("recovery: remove of {path} completed");
                         Ok(None)
                     }
@@ -354,7 +357,7 @@ impl Node {
     async fn settle(self: &Arc<Self>, path: &str) -> Res<Option<Inode>> {
         let me = self.clone();
         let p = path.to_string();
-        match blocking(move || me.load(&p)).await? {
+        match self.store(move || me.load(&p)).await? {
             None => Ok(None),
             Some(r) => self.resolve(path, r).await,
         }
@@ -438,7 +441,7 @@ impl Node {
         let (parent, name) = (parent.to_string(), name.to_string());
         let me = self.clone();
         let (p, pa, na) = (path.clone(), parent.clone(), name.clone());
-        let inode = blocking(move || {
+        let inode = self.store(move || {
             let inode = me.load_normal(&p)?;
             match (dir, inode.attr.kind) {
                 (true, FileKind::Dir) => {
@@ -459,14 +462,14 @@ impl Node {
         let me = self.clone();
         match self.call_dir_owner(&parent, EntryReq::Remove { name, ino }).await {
             Some(Reply::Ok) => {
-                blocking(move || me.commit(&[MetaOp::DelInode(path)])).await?;
+                self.store(move || me.commit(&[MetaOp::DelInode(path)])).await?;
                 Ok(inode)
             }
             Some(Reply::Err(e)) => {
                 // The parent refused (its disk failed): the name is still
                 // there, so the record stays.
                 let back = inode.clone();
-                blocking(move || me.commit(&[MetaOp::PutInode(path, InodeRecord::normal(back))])).await?;
+                self.store(move || me.commit(&[MetaOp::PutInode(path, InodeRecord::normal(back))])).await?;
                 Err(e)
             }
             Some(r) => {
@@ -480,7 +483,7 @@ impl Node {
     async fn setattr(self: &Arc<Self>, path: String, set: SetAttr) -> Res<Inode> {
         let _g = self.locks.lock(&path).await;
         let me = self.clone();
-        blocking(move || {
+        self.store(move || {
             let mut inode = me.load_normal(&path)?;
             let now = Timespec::now();
             let resolve = |t: TimeSet| match t {
@@ -531,7 +534,7 @@ impl Node {
     async fn extend(self: &Arc<Self>, path: String, size: u64, mtime: Timespec) -> Res<Inode> {
         let _g = self.locks.lock(&path).await;
         let me = self.clone();
-        blocking(move || {
+        self.store(move || {
             let mut inode = me.load_normal(&path)?;
             if inode.attr.kind == FileKind::Dir {
                 return Err(Errno::EISDIR);
@@ -547,7 +550,7 @@ impl Node {
 
     async fn readdir(self: &Arc<Self>, path: String, after: Option<String>, limit: u32) -> Res<Reply> {
         let me = self.clone();
-        blocking(move || {
+        self.store(move || {
             let inode = me.load_normal(&path)?;
             if inode.attr.kind != FileKind::Dir {
                 return Err(Errno::ENOTDIR);
@@ -570,7 +573,7 @@ impl Node {
     async fn add_entry(self: &Arc<Self>, dir: String, entry: DirEntry) -> Res<()> {
         let _g = self.locks.lock(&dir).await;
         let me = self.clone();
-        blocking(move || {
+        self.store(move || {
             let mut inode = me.load_normal(&dir)?;
             if inode.attr.kind != FileKind::Dir {
                 return Err(Errno::ENOTDIR);
@@ -592,7 +595,7 @@ impl Node {
     async fn remove_entry(self: &Arc<Self>, dir: String, name: String, ino: u64) -> Res<()> {
         let _g = self.locks.lock(&dir).await;
         let me = self.clone();
-        blocking(move || {
+        self.store(move || {
             let Some(e) = me.meta.get_entry(&dir, &name).map_err(se)? else { return Ok(()) };
             if e.ino != ino {
                 return Ok(());
@@ -640,12 +643,16 @@ impl Node {
         if data.is_empty() {
             return Ok(0);
         }
+        let data_len_small = data.len() <= INLINE_READ_MAX as usize;
         let me = self.clone();
-        blocking(move || {
+        let work = move || {
             me.data.write(ino, chunk, offset, &data).map_err(se)?;
             Ok(data.len() as u32)
-        })
-        .await
+        };
+        if self.inline_store && data_len_small {
+            return work();
+        }
+        blocking(work).await
     }
 
     async fn truncate_data(self: &Arc<Self>, ino: u64, size: u64) -> Res<()> {
@@ -654,12 +661,12 @@ impl Node {
             return Err(Errno::EINVAL);
         }
         let me = self.clone();
-        blocking(move || me.data.truncate(ino, size, cs).map_err(se)).await
+        self.store(move || me.data.truncate(ino, size, cs).map_err(se)).await
     }
 
     async fn remove_data(self: &Arc<Self>, ino: u64) -> Res<()> {
         let me = self.clone();
-        blocking(move || me.data.remove(ino).map_err(se)).await
+        self.store(move || me.data.remove(ino).map_err(se)).await
     }
 
     async fn fsync(self: &Arc<Self>, ino: Option<u64>) -> Res<()> {
@@ -807,6 +814,21 @@ impl Node {
     /// The sync policy.
     pub fn sync_policy(&self) -> SyncPolicy {
         self.sync
+    }
+
+    /// Runs store work: inline when no commit can wait for the disk (sync
+    /// policy `none`: appends and index updates cost microseconds, less than
+    /// the thread hand-off), otherwise in the blocking pool.
+    async fn store<T, F>(&self, f: F) -> Res<T>
+    where
+        F: FnOnce() -> Res<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.inline_store {
+            f()
+        } else {
+            blocking(f).await
+        }
     }
 }
 
