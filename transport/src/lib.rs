@@ -100,3 +100,21 @@ pub trait Transport: Send + Sync {
     /// The peer's address, for messages.
     fn addr(&self) -> &str;
 }
+
+/// Completes a `call_many` after a transport failure: the replies already
+/// received stay, the failing request gets `e`, every later one a copy of it.
+pub(crate) fn fail_rest(
+    mut out: Vec<Result<Reply, TransportError>>,
+    n: usize,
+    e: TransportError,
+) -> Vec<Result<Reply, TransportError>> {
+    let msg = e.to_string();
+    out.push(Err(e));
+    while out.len() < n {
+        out.push(Err(TransportError::Io {
+            addr: String::new(),
+            source: std::io::Error::other(msg.clone()),
+        }));
+    }
+    out
+}

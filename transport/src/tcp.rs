@@ -184,17 +184,17 @@ impl Transport for TcpPool {
                 // while idle: retry once on a fresh one, but only if nothing
                 // of this call was answered (requests are not all idempotent).
                 Err(_) if out.is_empty() => None,
-                Err(e) => return fail_rest(out, n, e),
+                Err(e) => return crate::fail_rest(out, n, e),
             },
             None => None,
         };
         if conn.is_none() {
             let mut c = match self.connect() {
                 Ok(c) => c,
-                Err(e) => return fail_rest(out, n, e),
+                Err(e) => return crate::fail_rest(out, n, e),
             };
             if let Err(e) = attempt(&mut c, &mut out) {
-                return fail_rest(out, n, e);
+                return crate::fail_rest(out, n, e);
             }
             conn = Some(c);
         }
@@ -212,21 +212,6 @@ impl Transport for TcpPool {
     }
 }
 
-fn fail_rest(
-    mut out: Vec<Result<Reply, TransportError>>,
-    n: usize,
-    e: TransportError,
-) -> Vec<Result<Reply, TransportError>> {
-    let msg = e.to_string();
-    out.push(Err(e));
-    while out.len() < n {
-        out.push(Err(TransportError::Io {
-            addr: String::new(),
-            source: std::io::Error::other(msg.clone()),
-        }));
-    }
-    out
-}
 
 /// What a server does with one request.
 pub trait Handler: Send + Sync + 'static {

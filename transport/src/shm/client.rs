@@ -410,17 +410,17 @@ impl Transport for ShmPool {
                 // An idle ring may belong to a server that restarted: retry
                 // once on a fresh one if nothing of this call was answered.
                 Err(_) if out.is_empty() => None,
-                Err(e) => return super::fail_rest(out, n, self.err(e)),
+                Err(e) => return crate::fail_rest(out, n, self.err(e)),
             },
             None => None,
         };
         if conn.is_none() {
             let mut c = match RingConn::connect(&self.addr, &self.cfg) {
                 Ok(c) => c,
-                Err(e) => return super::fail_rest(out, n, self.err(Fail::Io(e))),
+                Err(e) => return crate::fail_rest(out, n, self.err(Fail::Io(e))),
             };
             if let Err(e) = c.run(&self.rc, &self.cfg, epoch, &reqs, &mut out) {
-                return super::fail_rest(out, n, self.err(e));
+                return crate::fail_rest(out, n, self.err(e));
             }
             conn = Some(c);
         }

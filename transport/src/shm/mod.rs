@@ -33,7 +33,6 @@ pub use layout::{DATA_CAP, ENTRIES, REGION_LEN};
 pub use select::{choices, connect, Choice, Mode};
 pub use server::{RingServer, RingStats};
 
-use crate::{Reply, TransportError};
 use std::time::Duration;
 
 /// The abstract Unix socket name of the ring server for a server advertised
@@ -106,19 +105,3 @@ impl RingConfig {
     }
 }
 
-/// Fails every request not yet answered with (a copy of) `e`.
-fn fail_rest(
-    mut out: Vec<Result<Reply, TransportError>>,
-    n: usize,
-    e: TransportError,
-) -> Vec<Result<Reply, TransportError>> {
-    let msg = e.to_string();
-    out.push(Err(e));
-    while out.len() < n {
-        out.push(Err(TransportError::Io {
-            addr: String::new(),
-            source: std::io::Error::other(msg.clone()),
-        }));
-    }
-    out
-}

@@ -15,7 +15,7 @@
 //! hide an older version there), and dropped once its segment is the oldest.
 
 use super::index::Slot;
-use super::kv::{key_hash, Inner};
+use super::kv::Inner;
 use super::log::{Pos, SEG_HEADER_LEN};
 use super::record::{self, RecHeader, KIND_PUT};
 use crate::store::StoreError;
@@ -172,16 +172,7 @@ fn copy_step(
         let mut live = inner.live.lock();
         for ((h, key, _), off) in keep.iter().zip(&app.offs) {
             if h.kind == KIND_PUT {
-                let s = Slot {
-                    hash: key_hash(key),
-                    seg: app.seg,
-                    off: *off,
-                    len: h.total_len() as u32,
-                    group: h.group,
-                    tag: h.tag,
-                    state: 0,
-                };
-                inner.publish_put(&mut ix, key, s, &mut live)?;
+                inner.publish_put(&mut ix, key, Slot::of_record(h, key, app.seg, *off), &mut live)?;
             }
         }
         Ok(())

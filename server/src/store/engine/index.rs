@@ -65,6 +65,21 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// The live slot of a record just appended at (`seg`, `off`).
+    pub(crate) fn of_record(h: &super::record::RecHeader, key: &[u8], seg: u32, off: u32) -> Slot {
+        Slot {
+            hash: super::kv::key_hash(key),
+            seg,
+            off,
+            len: h.total_len() as u32,
+            group: h.group,
+            tag: h.tag,
+            state: 0,
+        }
+    }
+}
+
+impl Slot {
     /// Where the record is.
     pub fn pos(&self) -> Pos {
         Pos {

@@ -361,16 +361,7 @@ impl Engine {
             let mut live = inner.live.lock();
             for ((h, key, _), off) in recs.iter().zip(&app.offs) {
                 if h.kind == KIND_PUT {
-                    let s = Slot {
-                        hash: key_hash(key),
-                        seg: app.seg,
-                        off: *off,
-                        len: h.total_len() as u32,
-                        group: h.group,
-                        tag: h.tag,
-                        state: 0,
-                    };
-                    inner.publish_put(&mut ix, key, s, &mut live)?;
+                    inner.publish_put(&mut ix, key, Slot::of_record(h, key, app.seg, *off), &mut live)?;
                 } else if let Some((i, old)) = inner.find(&ix, key)? {
                     sub_live(&mut live, old.seg, old.len);
                     ix.remove(i);
