@@ -206,6 +206,27 @@ impl SealFs {
         self.table.lock().path(node.0).ok_or(Errno::ESTALE)
     }
 
+    /// Makes a new name under `parent` with `make` (given its path, under
+    /// the namespace lock held for reading) and replies with its entry.
+    fn new_entry(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEntry,
+        make: impl FnOnce(&str) -> Result<Inode, Errno>,
+    ) {
+        let res = (|| {
+            let _ns = self.ns.read();
+            let path = self.child_path(parent, name)?;
+            let inode = make(&path)?;
+            Ok((path, inode))
+        })();
+        match res {
+            Ok((path, inode)) => self.entry(&path, &inode, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn child_path(&self, parent: INodeNo, name: &OsStr) -> Result<String, Errno> {
         let name = name_str(name)?;
         if parent.0 == ROOT && name == HIDDEN_NAME {
@@ -594,16 +615,13 @@ impl Filesystem for SealFs {
             // Devices, FIFOs and sockets cannot be stored.
             return reply.error(Errno::EPERM);
         }
-        let res = (|| {
-            let _ns = self.ns.read();
-            let path = self.child_path(parent, name)?;
+        self.new_entry(parent, name, reply, |path| {
             let (inode, _) = self
                 .client
-                .create(&path, mode & !umask & 0o7777, req.uid(), req.gid(), true)
+                .create(path, mode & !umask & 0o7777, req.uid(), req.gid(), true)
                 .map_err(errno)?;
-            Ok((path, inode))
-        })();
-        reply_result!(reply, res, |v| self.entry(&v.0, &v.1, reply))
+            Ok(inode)
+        })
     }
 
     fn mkdir(
@@ -615,16 +633,11 @@ impl Filesystem for SealFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let res = (|| {
-            let _ns = self.ns.read();
-            let path = self.child_path(parent, name)?;
-            let inode = self
-                .client
-                .mkdir(&path, mode & !umask & 0o7777, req.uid(), req.gid())
-                .map_err(errno)?;
-            Ok((path, inode))
-        })();
-        reply_result!(reply, res, |v| self.entry(&v.0, &v.1, reply))
+        self.new_entry(parent, name, reply, |path| {
+            self.client
+                .mkdir(path, mode & !umask & 0o7777, req.uid(), req.gid())
+                .map_err(errno)
+        })
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -648,17 +661,12 @@ impl Filesystem for SealFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let res = (|| {
-            let _ns = self.ns.read();
-            let path = self.child_path(parent, link_name)?;
+        self.new_entry(parent, link_name, reply, |path| {
             let target = target.to_str().ok_or(Errno::EINVAL)?;
-            let inode = self
-                .client
-                .symlink(target, &path, req.uid(), req.gid())
-                .map_err(errno)?;
-            Ok((path, inode))
-        })();
-        reply_result!(reply, res, |v| self.entry(&v.0, &v.1, reply))
+            self.client
+                .symlink(target, path, req.uid(), req.gid())
+                .map_err(errno)
+        })
     }
 
     fn rename(
