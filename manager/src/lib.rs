@@ -16,7 +16,7 @@ mod state;
 pub use state::{ManagerError, Membership};
 
 use sealfs_proto::{Envelope, Errno, Reply, Request};
-use sealfs_transport::tcp::{serve, Handler};
+use sealfs_transport::tcp::Handler;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,10 +80,19 @@ pub fn run(cfg: ManagerConfig) -> Result<(), ManagerError> {
 
 /// Runs a manager on the current tokio runtime.
 pub async fn run_async(cfg: ManagerConfig) -> Result<(), ManagerError> {
-    let members = Membership::open(&cfg.dir, cfg.chunk_size, cfg.vnodes, cfg.heartbeat_timeout)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| ManagerError::Bind(cfg.listen.clone(), e))?;
+    serve(listener, cfg).await
+}
+
+/// Runs a manager on an already bound listener (`cfg.listen` is only used
+/// in messages).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cfg: ManagerConfig,
+) -> Result<(), ManagerError> {
+    let members = Membership::open(&cfg.dir, cfg.chunk_size, cfg.vnodes, cfg.heartbeat_timeout)?;
     let addr = listener
         .local_addr()
         .map_err(|e| ManagerError::Bind(cfg.listen.clone(), e))?;
@@ -106,6 +115,6 @@ pub async fn run_async(cfg: ManagerConfig) -> Result<(), ManagerError> {
             }
         }
     });
-    serve(listener, mgr).await;
+    sealfs_transport::tcp::serve(listener, mgr).await;
     Ok(())
 }

@@ -4,52 +4,21 @@
 //! The end-to-end tests with real processes and the real manager live in
 //! the workspace's `tests/`.
 
-use parking_lot::Mutex;
-use sealfs_proto::placement::DEFAULT_VNODES;
+mod common;
+
 use sealfs_proto::{
-    ClusterMap, DirEntry, Envelope, Errno, FileKind, Inode, NewInode, Reply, Request, Ring, ServerId, ServerInfo,
-    ServerState, SetAttr, Timespec,
+    ClusterMap, DirEntry, Errno, FileKind, Inode, NewInode, Reply, Request, Ring, ServerId,
+    SetAttr, Timespec,
 };
 use sealfs_server::{ServerConfig, SyncPolicy};
-use sealfs_transport::tcp::{Handler, TcpPool};
+use sealfs_transport::tcp::TcpPool;
 use sealfs_transport::{ClientConfig, Transport};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CHUNK: u32 = 64 * 1024;
 
-struct FakeManager {
-    map: Mutex<ClusterMap>,
-}
-
-impl Handler for FakeManager {
-    async fn handle(self: Arc<Self>, env: Envelope) -> Reply {
-        {
-            let mut m = self.map.lock();
-            match env.req {
-                Request::Register { uuid, addr } => {
-                    let id = match m.servers.iter().find(|s| s.uuid == uuid) {
-                        Some(s) => s.id,
-                        None => {
-                            let id = ServerId(m.servers.len() as u32 + 1);
-                            m.servers.push(ServerInfo { id, uuid, addr, state: ServerState::Up });
-                            m.epoch += 1;
-                            id
-                        }
-                    };
-                    Reply::Registered { id, map: m.clone() }
-                }
-                Request::Heartbeat { id } if m.server(id).is_some() => Reply::Map(m.clone()),
-                Request::Heartbeat { .. } => Reply::Err(Errno::ENOENT),
-                Request::GetMap => Reply::Map(m.clone()),
-                _ => Reply::Err(Errno::EINVAL),
-            }
-        }
-    }
-}
-
 struct Cluster {
-    mgr: Arc<FakeManager>,
+    mgr: common::Manager,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -61,20 +30,8 @@ enum Key<'a> {
 
 impl Cluster {
     fn start(n: usize, sync: SyncPolicy) -> Cluster {
-        let mgr = Arc::new(FakeManager {
-            map: Mutex::new(ClusterMap { epoch: 0, chunk_size: CHUNK, vnodes: DEFAULT_VNODES, servers: vec![] }),
-        });
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let maddr = std_listener.local_addr().unwrap().to_string();
-        std_listener.set_nonblocking(true).unwrap();
-        let m = mgr.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                sealfs_transport::tcp::serve(l, m).await;
-            });
-        });
+        let mgr = common::Manager::start(CHUNK);
+        let maddr = mgr.addr.clone();
         let mut dirs = Vec::new();
         for _ in 0..n {
             let d = tempfile::tempdir().unwrap();
@@ -100,7 +57,11 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ids: Vec<ServerId> = c.map().servers.iter().map(|s| s.id).collect();
-            if ids.len() == n && ids.iter().all(|id| c.call(Key::Server(*id), Request::StatFs).is_ok()) {
+            if ids.len() == n
+                && ids
+                    .iter()
+                    .all(|id| c.call(Key::Server(*id), Request::StatFs).is_ok())
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "cluster did not come up");
@@ -110,12 +71,15 @@ impl Cluster {
     }
 
     fn map(&self) -> ClusterMap {
-        self.mgr.map.lock().clone()
+        self.mgr.map()
     }
 
     fn pool(&self, id: ServerId) -> TcpPool {
         let map = self.map();
-        TcpPool::new(map.server(id).unwrap().addr.clone(), ClientConfig::default())
+        TcpPool::new(
+            map.server(id).unwrap().addr.clone(),
+            ClientConfig::default(),
+        )
     }
 
     fn owner(&self, key: &Key) -> ServerId {
@@ -129,7 +93,9 @@ impl Cluster {
 
     fn call(&self, key: Key, req: Request) -> Result<Reply, String> {
         let id = self.owner(&key);
-        self.pool(id).call(self.map().epoch, req).map_err(|e| e.to_string())
+        self.pool(id)
+            .call(self.map().epoch, req)
+            .map_err(|e| e.to_string())
     }
 
     fn req(&self, key: Key, req: Request) -> Reply {
@@ -138,13 +104,29 @@ impl Cluster {
 
     fn create(&self, path: &str, kind: FileKind, excl: bool) -> Reply {
         let target = (kind == FileKind::Symlink).then(|| "target/x".to_string());
-        let new = NewInode { kind, mode: 0o40755, uid: 10, gid: 20, target };
-        self.req(Key::Path(path), Request::Create { path: path.into(), new, excl })
+        let new = NewInode {
+            kind,
+            mode: 0o40755,
+            uid: 10,
+            gid: 20,
+            target,
+        };
+        self.req(
+            Key::Path(path),
+            Request::Create {
+                path: path.into(),
+                new,
+                excl,
+            },
+        )
     }
 
     fn mk(&self, path: &str, kind: FileKind) -> Inode {
         match self.create(path, kind, true) {
-            Reply::Created { inode, created: true } => inode,
+            Reply::Created {
+                inode,
+                created: true,
+            } => inode,
             r => panic!("create {path}: {r:?}"),
         }
     }
@@ -158,14 +140,27 @@ impl Cluster {
     }
 
     fn remove(&self, path: &str, dir: bool) -> Reply {
-        self.req(Key::Path(path), Request::Remove { path: path.into(), dir })
+        self.req(
+            Key::Path(path),
+            Request::Remove {
+                path: path.into(),
+                dir,
+            },
+        )
     }
 
     fn list(&self, dir: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
-            match self.req(Key::Path(dir), Request::ReadDir { path: dir.into(), after: after.clone(), limit: 2 }) {
+            match self.req(
+                Key::Path(dir),
+                Request::ReadDir {
+                    path: dir.into(),
+                    after: after.clone(),
+                    limit: 2,
+                },
+            ) {
                 Reply::Entries { entries, next } => {
                     assert!(entries.len() <= 2);
                     out.extend(entries.into_iter().map(|e| e.name));
@@ -201,8 +196,15 @@ fn namespace_semantics_across_two_servers() {
     for i in 0..12 {
         let p = format!("/d/f{i:02}");
         let f = c.mk(&p, FileKind::File);
-        assert_eq!((f.attr.size, f.attr.nlink, f.attr.uid, f.attr.gid), (0, 1, 10, 20));
-        assert_eq!(f.attr.ino >> 40, u64::from(c.owner(&Key::Path(&p)).0), "ino carries the creator's id");
+        assert_eq!(
+            (f.attr.size, f.attr.nlink, f.attr.uid, f.attr.gid),
+            (0, 1, 10, 20)
+        );
+        assert_eq!(
+            f.attr.ino >> 40,
+            u64::from(c.owner(&Key::Path(&p)).0),
+            "ino carries the creator's id"
+        );
         files.push(f);
     }
     let inos: std::collections::HashSet<u64> = files.iter().map(|f| f.attr.ino).collect();
@@ -216,14 +218,23 @@ fn namespace_semantics_across_two_servers() {
     // Create again.
     assert_eq!(c.create("/d/f00", FileKind::File, true), err(Errno::EEXIST));
     match c.create("/d/f00", FileKind::File, false) {
-        Reply::Created { inode, created: false } => assert_eq!(inode, files[0]),
+        Reply::Created {
+            inode,
+            created: false,
+        } => assert_eq!(inode, files[0]),
         r => panic!("{r:?}"),
     }
     assert_eq!(c.create("/", FileKind::Dir, true), err(Errno::EEXIST));
     // Missing parent, parent not a directory: nothing left behind.
-    assert_eq!(c.create("/nope/x", FileKind::File, true), err(Errno::ENOENT));
+    assert_eq!(
+        c.create("/nope/x", FileKind::File, true),
+        err(Errno::ENOENT)
+    );
     assert_eq!(c.stat("/nope/x"), Err(Errno::ENOENT));
-    assert_eq!(c.create("/d/f00/x", FileKind::File, true), err(Errno::ENOTDIR));
+    assert_eq!(
+        c.create("/d/f00/x", FileKind::File, true),
+        err(Errno::ENOTDIR)
+    );
     assert_eq!(c.stat("/d/f00/x"), Err(Errno::ENOENT));
 
     // Listing: name order, paged.
@@ -232,9 +243,26 @@ fn namespace_semantics_across_two_servers() {
     want.push("sub".into());
     assert_eq!(c.list("/d"), want);
     assert_eq!(c.list("/"), ["d"]);
-    let r = c.req(Key::Path("/d/f00"), Request::ReadDir { path: "/d/f00".into(), after: None, limit: 10 });
+    let r = c.req(
+        Key::Path("/d/f00"),
+        Request::ReadDir {
+            path: "/d/f00".into(),
+            after: None,
+            limit: 10,
+        },
+    );
     assert_eq!(r, err(Errno::ENOTDIR));
-    assert_eq!(c.req(Key::Path("/zz"), Request::ReadDir { path: "/zz".into(), after: None, limit: 0 }), err(Errno::ENOENT));
+    assert_eq!(
+        c.req(
+            Key::Path("/zz"),
+            Request::ReadDir {
+                path: "/zz".into(),
+                after: None,
+                limit: 0
+            }
+        ),
+        err(Errno::ENOENT)
+    );
 
     // Remove errors.
     assert_eq!(c.remove("/d", true), err(Errno::ENOTEMPTY));
@@ -244,29 +272,74 @@ fn namespace_semantics_across_two_servers() {
     assert_eq!(c.remove("/d/none", false), err(Errno::ENOENT));
 
     // Attributes.
-    let set = SetAttr { size: Some(5), ..Default::default() };
-    assert_eq!(c.req(Key::Path("/d"), Request::SetAttr { path: "/d".into(), set }), err(Errno::EISDIR));
-    let set = SetAttr { mode: Some(0o100600), size: Some(3), ..Default::default() };
-    match c.req(Key::Path("/d/f01"), Request::SetAttr { path: "/d/f01".into(), set }) {
+    let set = SetAttr {
+        size: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.req(
+            Key::Path("/d"),
+            Request::SetAttr {
+                path: "/d".into(),
+                set
+            }
+        ),
+        err(Errno::EISDIR)
+    );
+    let set = SetAttr {
+        mode: Some(0o100600),
+        size: Some(3),
+        ..Default::default()
+    };
+    match c.req(
+        Key::Path("/d/f01"),
+        Request::SetAttr {
+            path: "/d/f01".into(),
+            set,
+        },
+    ) {
         Reply::Inode(i) => {
             assert_eq!((i.attr.mode, i.attr.size), (0o600, 3));
             assert!(i.attr.ctime >= files[1].attr.ctime);
         }
         r => panic!("{r:?}"),
     }
-    let t = Timespec { sec: 2_000_000_000, nsec: 7 };
-    match c.req(Key::Path("/d/f01"), Request::Extend { path: "/d/f01".into(), size: 2, mtime: t }) {
+    let t = Timespec {
+        sec: 2_000_000_000,
+        nsec: 7,
+    };
+    match c.req(
+        Key::Path("/d/f01"),
+        Request::Extend {
+            path: "/d/f01".into(),
+            size: 2,
+            mtime: t,
+        },
+    ) {
         Reply::Inode(i) => assert_eq!((i.attr.size, i.attr.mtime, i.attr.ctime), (3, t, t)),
         r => panic!("{r:?}"),
     }
-    match c.req(Key::Path("/d/f01"), Request::Extend { path: "/d/f01".into(), size: 100, mtime: t }) {
+    match c.req(
+        Key::Path("/d/f01"),
+        Request::Extend {
+            path: "/d/f01".into(),
+            size: 100,
+            mtime: t,
+        },
+    ) {
         Reply::Inode(i) => assert_eq!(i.attr.size, 100),
         r => panic!("{r:?}"),
     }
 
     // Rename = Adopt at the new path + Remove at the old one.
     let f2 = c.stat("/d/f02").unwrap();
-    match c.req(Key::Path("/d/sub/moved"), Request::Adopt { path: "/d/sub/moved".into(), inode: f2.clone() }) {
+    match c.req(
+        Key::Path("/d/sub/moved"),
+        Request::Adopt {
+            path: "/d/sub/moved".into(),
+            inode: f2.clone(),
+        },
+    ) {
         Reply::Inode(i) => assert_eq!(i.attr.ino, f2.attr.ino),
         r => panic!("{r:?}"),
     }
@@ -274,7 +347,13 @@ fn namespace_semantics_across_two_servers() {
     assert_eq!(c.stat("/d/sub/moved").unwrap().attr.ino, f2.attr.ino);
     assert_eq!(c.list("/d/sub"), ["moved"]);
     assert_eq!(
-        c.req(Key::Path("/d/f03"), Request::Adopt { path: "/d/f03".into(), inode: f2 }),
+        c.req(
+            Key::Path("/d/f03"),
+            Request::Adopt {
+                path: "/d/f03".into(),
+                inode: f2
+            }
+        ),
         err(Errno::EEXIST)
     );
 
@@ -283,7 +362,10 @@ fn namespace_semantics_across_two_servers() {
     assert!(matches!(c.remove("/d/sub", true), Reply::Inode(_)));
     assert_eq!(c.stat("/d").unwrap().attr.nlink, 2);
     for name in c.list("/d") {
-        assert!(matches!(c.remove(&format!("/d/{name}"), false), Reply::Inode(_)));
+        assert!(matches!(
+            c.remove(&format!("/d/{name}"), false),
+            Reply::Inode(_)
+        ));
     }
     assert!(c.list("/d").is_empty());
     assert!(matches!(c.remove("/d", true), Reply::Inode(_)));
@@ -306,22 +388,60 @@ fn routing_validation_and_data() {
         Reply::StaleEpoch { epoch }
     );
     // A newer epoch than the server knows makes it ask the manager first.
-    let r = c.pool(owner).call(epoch + 5, Request::GetAttr { path: "/x".into() }).unwrap();
+    let r = c
+        .pool(owner)
+        .call(epoch + 5, Request::GetAttr { path: "/x".into() })
+        .unwrap();
     assert_eq!(r, err(Errno::ENOENT));
     // Cluster messages and bad paths.
-    assert_eq!(c.req(Key::Server(owner), Request::GetMap), err(Errno::EINVAL));
-    assert_eq!(c.req(Key::Server(owner), Request::GetAttr { path: "x".into() }), err(Errno::EINVAL));
-    assert_eq!(c.req(Key::Server(owner), Request::GetAttr { path: "/a/".into() }), err(Errno::EINVAL));
+    assert_eq!(
+        c.req(Key::Server(owner), Request::GetMap),
+        err(Errno::EINVAL)
+    );
+    assert_eq!(
+        c.req(Key::Server(owner), Request::GetAttr { path: "x".into() }),
+        err(Errno::EINVAL)
+    );
+    assert_eq!(
+        c.req(Key::Server(owner), Request::GetAttr { path: "/a/".into() }),
+        err(Errno::EINVAL)
+    );
     let long = format!("/{}", "n".repeat(256));
-    assert_eq!(c.req(Key::Server(owner), Request::GetAttr { path: long }), err(Errno::ENAMETOOLONG));
-    let entry = DirEntry { name: "..".into(), kind: FileKind::File, ino: 3 };
-    assert_eq!(c.req(Key::Server(owner), Request::AddEntry { dir: "/".into(), entry }), err(Errno::EINVAL));
+    assert_eq!(
+        c.req(Key::Server(owner), Request::GetAttr { path: long }),
+        err(Errno::ENAMETOOLONG)
+    );
+    let entry = DirEntry {
+        name: "..".into(),
+        kind: FileKind::File,
+        ino: 3,
+    };
+    assert_eq!(
+        c.req(
+            Key::Server(owner),
+            Request::AddEntry {
+                dir: "/".into(),
+                entry
+            }
+        ),
+        err(Errno::EINVAL)
+    );
 
     // Chunks.
     let ino = 77u64;
-    let w = Request::Write { ino, chunk: 2, offset: 100, data: b"hello".to_vec() };
+    let w = Request::Write {
+        ino,
+        chunk: 2,
+        offset: 100,
+        data: b"hello".to_vec(),
+    };
     assert_eq!(c.req(Key::Chunk(ino, 2), w), Reply::Written(5));
-    let r = Request::Read { ino, chunk: 2, offset: 0, len: 200 };
+    let r = Request::Read {
+        ino,
+        chunk: 2,
+        offset: 0,
+        len: 200,
+    };
     match c.req(Key::Chunk(ino, 2), r) {
         Reply::Data(d) => {
             assert_eq!(d.len(), 105);
@@ -330,32 +450,84 @@ fn routing_validation_and_data() {
         }
         r => panic!("{r:?}"),
     }
-    let r = Request::Read { ino, chunk: 2, offset: CHUNK - 10, len: 11 };
+    let r = Request::Read {
+        ino,
+        chunk: 2,
+        offset: CHUNK - 10,
+        len: 11,
+    };
     assert_eq!(c.req(Key::Chunk(ino, 2), r), err(Errno::EINVAL));
-    let w = Request::Write { ino, chunk: 2, offset: CHUNK, data: vec![1] };
+    let w = Request::Write {
+        ino,
+        chunk: 2,
+        offset: CHUNK,
+        data: vec![1],
+    };
     assert_eq!(c.req(Key::Chunk(ino, 2), w), err(Errno::EINVAL));
     let chunk_owner = c.owner(&Key::Chunk(ino, 2));
     let not_chunk_owner = *ids.iter().find(|i| **i != chunk_owner).unwrap();
-    let r = Request::Read { ino, chunk: 2, offset: 0, len: 1 };
-    assert!(matches!(c.req(Key::Server(not_chunk_owner), r), Reply::StaleEpoch { .. }));
+    let r = Request::Read {
+        ino,
+        chunk: 2,
+        offset: 0,
+        len: 1,
+    };
+    assert!(matches!(
+        c.req(Key::Server(not_chunk_owner), r),
+        Reply::StaleEpoch { .. }
+    ));
 
     for id in &ids {
-        assert_eq!(c.req(Key::Server(*id), Request::Fsync { ino: Some(ino) }), Reply::Ok);
-        assert_eq!(c.req(Key::Server(*id), Request::Fsync { ino: None }), Reply::Ok);
-        assert_eq!(c.req(Key::Server(*id), Request::TruncateData { ino, size: 2 * u64::from(CHUNK) + 102 }), Reply::Ok);
+        assert_eq!(
+            c.req(Key::Server(*id), Request::Fsync { ino: Some(ino) }),
+            Reply::Ok
+        );
+        assert_eq!(
+            c.req(Key::Server(*id), Request::Fsync { ino: None }),
+            Reply::Ok
+        );
+        assert_eq!(
+            c.req(
+                Key::Server(*id),
+                Request::TruncateData {
+                    ino,
+                    size: 2 * u64::from(CHUNK) + 102
+                }
+            ),
+            Reply::Ok
+        );
     }
-    match c.req(Key::Chunk(ino, 2), Request::Read { ino, chunk: 2, offset: 0, len: 200 }) {
+    match c.req(
+        Key::Chunk(ino, 2),
+        Request::Read {
+            ino,
+            chunk: 2,
+            offset: 0,
+            len: 200,
+        },
+    ) {
         Reply::Data(d) => assert_eq!(&d[100..], b"he"),
         r => panic!("{r:?}"),
     }
     for id in &ids {
-        assert_eq!(c.req(Key::Server(*id), Request::RemoveData { ino }), Reply::Ok);
+        assert_eq!(
+            c.req(Key::Server(*id), Request::RemoveData { ino }),
+            Reply::Ok
+        );
         match c.req(Key::Server(*id), Request::StatFs) {
             Reply::StatFs(s) => assert!(s.blocks > 0 && s.namemax == 255 && s.bsize > 0),
             r => panic!("{r:?}"),
         }
     }
-    match c.req(Key::Chunk(ino, 2), Request::Read { ino, chunk: 2, offset: 0, len: 200 }) {
+    match c.req(
+        Key::Chunk(ino, 2),
+        Request::Read {
+            ino,
+            chunk: 2,
+            offset: 0,
+            len: 200,
+        },
+    ) {
         Reply::Data(d) => assert!(d.is_empty()),
         r => panic!("{r:?}"),
     }
@@ -372,11 +544,23 @@ fn start_up_failures_are_errors() {
         data_dir: d.path().join("data"),
         ..ServerConfig::default()
     };
-    let e = sealfs_server::run(ServerConfig { meta_dir: file.clone(), ..base.clone() }).unwrap_err();
+    let e = sealfs_server::run(ServerConfig {
+        meta_dir: file.clone(),
+        ..base.clone()
+    })
+    .unwrap_err();
     assert!(e.to_string().contains("plain-file"), "{e}");
-    let e = sealfs_server::run(ServerConfig { data_dir: file, ..base.clone() }).unwrap_err();
+    let e = sealfs_server::run(ServerConfig {
+        data_dir: file,
+        ..base.clone()
+    })
+    .unwrap_err();
     assert!(e.to_string().contains("plain-file"), "{e}");
-    let e = sealfs_server::run(ServerConfig { listen: "not an address".into(), ..base }).unwrap_err();
+    let e = sealfs_server::run(ServerConfig {
+        listen: "not an address".into(),
+        ..base
+    })
+    .unwrap_err();
     assert!(matches!(e, sealfs_server::ServerError::Bind { .. }), "{e}");
     assert_eq!("always".parse::<SyncPolicy>().unwrap(), SyncPolicy::Always);
     assert_eq!(SyncPolicy::default().to_string(), "fsync");

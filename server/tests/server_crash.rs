@@ -9,16 +9,14 @@
 //! the directory leads to an inode, and no file is missing from it.
 //! Iterations: `SEALFS_SERVER_CRASH_ITERS` (default 50).
 
+mod common;
+
+use common::{content, sha};
 use parking_lot::Mutex;
-use sealfs_proto::placement::DEFAULT_VNODES;
-use sealfs_proto::{
-    ClusterMap, Envelope, Errno, FileKind, Inode, NewInode, Reply, Request, ServerId, ServerInfo,
-    ServerState, Timespec,
-};
+use sealfs_proto::{Errno, FileKind, Inode, NewInode, Reply, Request, Timespec};
 use sealfs_server::{ServerConfig, SyncPolicy};
-use sealfs_transport::tcp::{Handler, TcpPool};
+use sealfs_transport::tcp::TcpPool;
 use sealfs_transport::{ClientConfig, Transport};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,44 +25,6 @@ use std::time::{Duration, Instant};
 const CHUNK: u32 = 64 * 1024;
 const CLIENTS: u64 = 3;
 const NAMES: u64 = 6;
-
-struct FakeManager {
-    map: Mutex<ClusterMap>,
-}
-
-impl Handler for FakeManager {
-    async fn handle(self: Arc<Self>, env: Envelope) -> Reply {
-        let mut m = self.map.lock();
-        match env.req {
-            Request::Register { uuid, addr } => {
-                // A restarted server keeps its id and gets its new address.
-                let id = match m.servers.iter_mut().find(|s| s.uuid == uuid) {
-                    Some(s) => {
-                        s.addr = addr;
-                        s.state = ServerState::Up;
-                        s.id
-                    }
-                    None => {
-                        let id = ServerId(m.servers.len() as u32 + 1);
-                        m.servers.push(ServerInfo {
-                            id,
-                            uuid,
-                            addr,
-                            state: ServerState::Up,
-                        });
-                        id
-                    }
-                };
-                m.epoch += 1;
-                Reply::Registered { id, map: m.clone() }
-            }
-            Request::Heartbeat { id } if m.server(id).is_some() => Reply::Map(m.clone()),
-            Request::Heartbeat { .. } => Reply::Err(Errno::ENOENT),
-            Request::GetMap => Reply::Map(m.clone()),
-            _ => Reply::Err(Errno::EINVAL),
-        }
-    }
-}
 
 /// The server process: runs until killed.
 #[test]
@@ -89,14 +49,14 @@ fn server_child() {
 }
 
 struct Conn {
-    mgr: Arc<FakeManager>,
+    mgr: Arc<common::Manager>,
     pool: TcpPool,
     epoch: u64,
 }
 
 impl Conn {
-    fn to_server(mgr: &Arc<FakeManager>) -> Option<Conn> {
-        let m = mgr.map.lock().clone();
+    fn to_server(mgr: &Arc<common::Manager>) -> Option<Conn> {
+        let m = mgr.map();
         let s = m.servers.first()?;
         let cfg = ClientConfig {
             io_timeout: Duration::from_secs(5),
@@ -118,25 +78,6 @@ impl Conn {
             Err(e) => Err(e.to_string()),
         }
     }
-}
-
-fn sha(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn write_all(c: &Conn, ino: u64, at: u64, data: &[u8]) -> Result<(), String> {
@@ -211,7 +152,7 @@ impl Journal {
 fn client(
     t: u64,
     iter: u64,
-    mgr: Arc<FakeManager>,
+    mgr: Arc<common::Manager>,
     stop: Arc<AtomicBool>,
     journal: Arc<Mutex<Journal>>,
 ) {
@@ -354,10 +295,10 @@ fn start_server(dir: &std::path::Path, maddr: &str) -> std::process::Child {
 }
 
 /// Waits until the server registered at a new epoch and answers.
-fn wait_up(mgr: &Arc<FakeManager>, after_epoch: u64) -> Conn {
+fn wait_up(mgr: &Arc<common::Manager>, after_epoch: u64) -> Conn {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if mgr.map.lock().epoch > after_epoch {
+        if mgr.map().epoch > after_epoch {
             if let Some(c) = Conn::to_server(mgr) {
                 if matches!(c.pool.call(c.epoch, Request::StatFs), Ok(Reply::StatFs(_))) {
                     return c;
@@ -434,36 +375,14 @@ fn server_crash_loop() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
-    let mgr = Arc::new(FakeManager {
-        map: Mutex::new(ClusterMap {
-            epoch: 0,
-            chunk_size: CHUNK,
-            vnodes: DEFAULT_VNODES,
-            servers: vec![],
-        }),
-    });
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let maddr = std_listener.local_addr().unwrap().to_string();
-    std_listener.set_nonblocking(true).unwrap();
-    {
-        let m = mgr.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                sealfs_transport::tcp::serve(l, m).await;
-            });
-        });
-    }
+    let mgr = Arc::new(common::Manager::start(CHUNK));
+    let maddr = mgr.addr.clone();
     let dir = tempfile::tempdir().unwrap();
     let journal = Arc::new(Mutex::new(Journal::default()));
     let mut rng = rand::thread_rng();
     let mut acked_total = 0;
     for iter in 1..=iters {
-        let epoch = mgr.map.lock().epoch;
+        let epoch = mgr.map().epoch;
         let mut child = start_server(dir.path(), &maddr);
         let c = wait_up(&mgr, epoch);
         // Recovery of half-done creates/removes runs in the background:
@@ -506,7 +425,7 @@ fn server_crash_loop() {
             .filter(|v| v.0.is_some())
             .count();
     }
-    let epoch = mgr.map.lock().epoch;
+    let epoch = mgr.map().epoch;
     let mut child = start_server(dir.path(), &maddr);
     let c = wait_up(&mgr, epoch);
     let mut res = verify(&c, &journal.lock(), iters + 1);

@@ -8,10 +8,12 @@
 //! by SHA-256), every directory entry points at an inode record, and every
 //! inode record has its entry. Iterations: `SEALFS_CRASH_ITERS` (default 50).
 
+mod common;
+
+use common::{content, sha};
 use sealfs_proto::{Attr, DirEntry, FileKind, Inode, Timespec};
 use sealfs_server::engine::EngineOptions;
 use sealfs_server::{DataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -57,25 +59,6 @@ fn inode(ino: u64, size: u64) -> Inode {
         },
         target: None,
     }
-}
-
-fn sha(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn read_all(d: &LogDataStore, ino: u64, size: u64) -> Vec<u8> {
