@@ -58,8 +58,9 @@ pub struct Io500Args {
     /// Cap on files per process in the mdtest write phases.
     #[arg(long, default_value_t = 2_000_000)]
     pub max_files: u64,
-    /// Cap on segments per process in ior-hard-write.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Cap on segments per process in ior-hard-write (100 000 × 47 008 B
+    /// ≈ 4.4 GiB per process, like the ior-easy cap).
+    #[arg(long, default_value_t = 100_000)]
     pub hard_max: u64,
     /// Also write the results as tab-separated lines (phase, value, unit) here.
     #[arg(long)]
