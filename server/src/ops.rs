@@ -110,8 +110,8 @@ pub struct Node {
     pub(crate) members: Arc<Membership>,
     pub(crate) locks: LockTable,
     sync: SyncPolicy,
-    /// Store work runs inline (not in `spawn_blocking`): set when the sync
-    /// policy is `none`, so no commit waits for the disk.
+    /// Store work runs inline (not in `spawn_blocking`): set unless the
+    /// sync policy is `always`, so no commit waits for the disk.
     inline_store: bool,
     meta_dir: PathBuf,
     data_dir: PathBuf,
@@ -139,7 +139,7 @@ impl Node {
             members,
             locks: LockTable::new(),
             sync,
-            inline_store: sync == SyncPolicy::None,
+            inline_store: sync != SyncPolicy::Always,
             meta_dir,
             data_dir,
             ino: Mutex::new(InoAlloc { next, limit: reserved }),
@@ -675,7 +675,13 @@ impl Node {
             return Ok(());
         }
         let me = self.clone();
-        blocking(move || me.data.sync(ino).map_err(se)).await
+        // The meta log too: under the `fsync` policy metadata commits are
+        // lazy, and the file's records and names must survive with it.
+        blocking(move || {
+            me.meta.flush().map_err(se)?;
+            me.data.sync(ino).map_err(se)
+        })
+        .await
     }
 
     async fn statfs(self: &Arc<Self>) -> Res<StatFs> {
@@ -817,8 +823,9 @@ impl Node {
     }
 
     /// Runs store work: inline when no commit can wait for the disk (sync
-    /// policy `none`: appends and index updates cost microseconds, less than
-    /// the thread hand-off), otherwise in the blocking pool.
+    /// policy `fsync` or `none`: appends and index updates cost
+    /// microseconds, less than the thread hand-off), otherwise in the
+    /// blocking pool.
     async fn store<T, F>(&self, f: F) -> Res<T>
     where
         F: FnOnce() -> Res<T> + Send + 'static,

@@ -16,6 +16,7 @@ fn opts(seg: u64) -> EngineOptions {
         compaction: false,
         max_space_amp: 1.25,
         tick: Duration::from_millis(5),
+        sync_interval: None,
     }
 }
 
@@ -271,6 +272,8 @@ fn compaction_keeps_space_amplification_under_1_5() {
         compaction: true,
         max_space_amp: 1.25,
         tick: Duration::from_millis(1),
+        // The background sync runs beside compaction and the writers.
+        sync_interval: Some(Duration::from_millis(3)),
     };
     let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);

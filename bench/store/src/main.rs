@@ -5,10 +5,13 @@
 //! create+write, stat, read, delete. Targets:
 //!
 //! * `engine`: the packed-log stores (`LogMetaStore` + `LogDataStore`), sync
-//!   policy `--sync` (default `fsync`: every metadata commit durable,
-//!   group-committed; data durable at fsync);
+//!   policy `--sync`, as a server runs them: `fsync` (the default: commits
+//!   reach the page cache and are made durable by the background sync
+//!   every second or by an fsync), `always` (every commit durable when it
+//!   returns, group-committed), `none`;
 //! * `redb`: the same records (inode, entry, data) in one redb database, one
-//!   write transaction per create/delete, durable as the engine's commits;
+//!   write transaction per create/delete, durable as the engine's commits
+//!   (`Eventual`, `Immediate` or `None` for the three policies);
 //! * `plain`: plain files in a directory per thread (create, write, close;
 //!   stat; open, read; unlink), the file system's own durability.
 //!
@@ -29,11 +32,18 @@ use std::time::{Duration, Instant};
 const BODY: usize = 4096;
 const PHASES: [&str; 4] = ["create+write", "stat", "read", "delete"];
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Fsync,
+    Always,
+    None,
+}
+
 struct Args {
     dir: PathBuf,
     files: u64,
     threads: u64,
-    durable: bool,
+    sync: Policy,
     restart_files: u64,
     only: Option<String>,
 }
@@ -43,7 +53,7 @@ fn parse_args() -> Result<Args, String> {
         dir: PathBuf::new(),
         files: 200_000,
         threads: 8,
-        durable: true,
+        sync: Policy::Fsync,
         restart_files: 1_000_000,
         only: None,
     };
@@ -58,9 +68,10 @@ fn parse_args() -> Result<Args, String> {
                 a.restart_files = v()?.parse().map_err(|e| format!("--restart-files: {e}"))?
             }
             "--sync" => {
-                a.durable = match v()?.as_str() {
-                    "fsync" | "always" => true,
-                    "none" => false,
+                a.sync = match v()?.as_str() {
+                    "fsync" => Policy::Fsync,
+                    "always" => Policy::Always,
+                    "none" => Policy::None,
                     s => return Err(format!("--sync: unknown policy {s}")),
                 }
             }
@@ -334,7 +345,15 @@ fn main() {
             .as_deref()
             .is_none_or(|o| o.split(',').any(|x| x == n))
     };
-    let policy = if a.durable { "fsync" } else { "none" };
+    let policy = match a.sync {
+        Policy::Fsync => "fsync",
+        Policy::Always => "always",
+        Policy::None => "none",
+    };
+    let opts = EngineOptions {
+        sync_interval: (a.sync == Policy::Fsync).then_some(sealfs_server::LAZY_SYNC_INTERVAL),
+        ..Default::default()
+    };
     println!(
         "store benchmark: {} files of 4 KiB, {} threads, sync {policy}, under {}",
         a.files,
@@ -348,17 +367,17 @@ fn main() {
         let meta = LogMetaStore::open(
             &d.join("meta"),
             &d.join("meta"),
-            a.durable,
-            EngineOptions::default(),
+            a.sync == Policy::Always,
+            opts.clone(),
         )
         .unwrap();
         let data = LogDataStore::open(
             &d.join("data"),
             &d.join("meta"),
             64 << 10,
-            false,
-            a.durable,
-            EngineOptions::default(),
+            a.sync == Policy::Always,
+            a.sync != Policy::None,
+            opts.clone(),
         )
         .unwrap();
         rows.push((
@@ -371,10 +390,10 @@ fn main() {
         eprintln!("redb (same records, one transaction per create/delete):");
         let d = fresh(&a.dir.join("redb"));
         let db = redb::Database::create(d.join("bench.redb")).unwrap();
-        let durability = if a.durable {
-            redb::Durability::Immediate
-        } else {
-            redb::Durability::None
+        let durability = match a.sync {
+            Policy::Fsync => redb::Durability::Eventual,
+            Policy::Always => redb::Durability::Immediate,
+            Policy::None => redb::Durability::None,
         };
         rows.push((
             "redb",

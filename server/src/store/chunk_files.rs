@@ -8,9 +8,16 @@
 //! returns, together with the directories a write had to create. Otherwise
 //! data reaches stable storage on [`DataStore::sync`] (the client's `fsync`),
 //! which syncs every chunk file of the inode and both directory levels.
+//!
+//! The inodes that have a chunk directory are kept in memory (listed once
+//! at open, a superset at all times: added before a directory is created,
+//! dropped before it is removed), so the common small-file case (no chunk
+//! file at all) costs no path lookup on write, read, truncate or remove.
 
 use super::{DataStore, StoreError};
 use crate::sys;
+use parking_lot::RwLock;
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
@@ -20,6 +27,8 @@ use std::path::{Path, PathBuf};
 pub struct FileDataStore {
     chunks: PathBuf,
     sync_each_write: bool,
+    /// Inodes that may have a chunk directory (a superset).
+    dirs: RwLock<HashSet<u64>>,
 }
 
 fn sync_dir(p: &Path) -> Result<(), StoreError> {
@@ -33,7 +42,47 @@ impl FileDataStore {
     pub fn open(data_dir: &Path, sync_each_write: bool) -> Result<Self, StoreError> {
         let chunks = data_dir.join("chunks");
         fs::create_dir_all(&chunks).map_err(|e| StoreError::io(format!("create {}", chunks.display()), e))?;
-        Ok(FileDataStore { chunks, sync_each_write })
+        let mut dirs = HashSet::new();
+        let list_err = |e| StoreError::io(format!("list {}", chunks.display()), e);
+        for ent in fs::read_dir(&chunks).map_err(list_err)? {
+            let ent = ent.map_err(list_err)?;
+            match ent.file_name().to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) {
+                Some(ino) => {
+                    dirs.insert(ino);
+                }
+                None => tracing::warn!(
+                    "{}: not a chunk directory, ignored",
+                    ent.path().display()
+                ),
+            }
+        }
+        Ok(FileDataStore {
+            chunks,
+            sync_each_write,
+            dirs: RwLock::new(dirs),
+        })
+    }
+
+    /// Whether `ino` may have chunk files.
+    fn may_have(&self, ino: u64) -> bool {
+        self.dirs.read().contains(&ino)
+    }
+
+    /// Creates the chunk directory of `ino` (recorded first); true if new.
+    fn make_ino_dir(&self, ino: u64) -> Result<bool, StoreError> {
+        if !self.may_have(ino) {
+            self.dirs.write().insert(ino);
+        }
+        let dir = self.ino_dir(ino);
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                // Again: a racing remove may have dropped it in between.
+                self.dirs.write().insert(ino);
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::io(format!("create {}", dir.display()), e)),
+        }
     }
 
     fn ino_dir(&self, ino: u64) -> PathBuf {
@@ -46,6 +95,9 @@ impl FileDataStore {
 
     /// The chunk files of `ino` (index, path); empty if it has none.
     fn chunk_files(&self, ino: u64) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+        if !self.may_have(ino) {
+            return Ok(Vec::new());
+        }
         let dir = self.ino_dir(ino);
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -67,7 +119,7 @@ impl FileDataStore {
 impl FileDataStore {
     /// Whether chunk `chunk` of `ino` has a file.
     pub fn has_chunk(&self, ino: u64, chunk: u64) -> bool {
-        self.chunk_path(ino, chunk).exists()
+        self.may_have(ino) && self.chunk_path(ino, chunk).exists()
     }
 
     /// Replaces the whole content of a chunk with `data` (used when a small
@@ -75,11 +127,7 @@ impl FileDataStore {
     /// when `durable`.
     pub fn replace_chunk(&self, ino: u64, chunk: u64, data: &[u8], durable: bool) -> Result<(), StoreError> {
         let dir = self.ino_dir(ino);
-        let created_dir = match fs::create_dir(&dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(StoreError::io(format!("create {}", dir.display()), e)),
-        };
+        let created_dir = self.make_ino_dir(ino)?;
         let p = self.chunk_path(ino, chunk);
         let f = OpenOptions::new()
             .write(true)
@@ -101,6 +149,9 @@ impl FileDataStore {
 
 impl DataStore for FileDataStore {
     fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Vec<u8>, StoreError> {
+        if !self.may_have(ino) {
+            return Ok(Vec::new());
+        }
         let p = self.chunk_path(ino, chunk);
         let f = match File::open(&p) {
             Ok(f) => f,
@@ -129,12 +180,7 @@ impl DataStore for FileDataStore {
         let (f, created_file, created_dir) = match opts.open(&p) {
             Ok(f) => (f, false, false),
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                let dir = self.ino_dir(ino);
-                let created_dir = match fs::create_dir(&dir) {
-                    Ok(()) => true,
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
-                    Err(e) => return Err(StoreError::io(format!("create {}", dir.display()), e)),
-                };
+                let created_dir = self.make_ino_dir(ino)?;
                 let f = opts
                     .create(true)
                     .open(&p)
@@ -192,6 +238,12 @@ impl DataStore for FileDataStore {
     }
 
     fn remove(&self, ino: u64) -> Result<(), StoreError> {
+        if !self.may_have(ino) {
+            return Ok(());
+        }
+        // Dropped before the directory goes, so the set stays a superset if
+        // a racing write recreates it (it re-adds the inode first).
+        self.dirs.write().remove(&ino);
         let dir = self.ino_dir(ino);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -1,5 +1,6 @@
-//! Background work: the replay checkpoint in the index header, and
-//! compaction of mostly-dead segments.
+//! Background work: the replay checkpoint in the index header, the
+//! periodic log sync (when [`super::EngineOptions::sync_interval`] is set),
+//! and compaction of mostly-dead segments.
 //!
 //! Compaction picks the sealed segment with the smallest live fraction while
 //! the log's bytes exceed its live bytes by more than `max_space_amp` (or
@@ -30,9 +31,18 @@ pub const STEP_BYTES: usize = 1 << 20;
 
 /// The background loop.
 pub(crate) fn run(inner: Arc<Inner>, stop: Arc<AtomicBool>) {
+    let mut last_sync = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(inner.opts.tick);
         super::kv::checkpoint(&inner);
+        if let Some(every) = inner.opts.sync_interval {
+            if last_sync.elapsed() >= every {
+                last_sync = std::time::Instant::now();
+                if let Err(e) = inner.log.sync_all() {
+                    tracing::warn!("background log sync: {e}");
+                }
+            }
+        }
         if !inner.opts.compaction {
             continue;
         }

@@ -48,6 +48,9 @@ pub struct EngineOptions {
     pub max_space_amp: f64,
     /// Time between background steps.
     pub tick: Duration,
+    /// Make the log durable at least this often in the background (the
+    /// `fsync` sync policy's bound on what a power loss can take), or never.
+    pub sync_interval: Option<Duration>,
 }
 
 impl Default for EngineOptions {
@@ -57,6 +60,7 @@ impl Default for EngineOptions {
             compaction: true,
             max_space_amp: 1.25,
             tick: Duration::from_millis(50),
+            sync_interval: None,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! segment header (magic, version, segment id, log id).
 //!
 //! Owns: appending commits (one `pwrite` per commit, the whole commit in one
-//! segment), reading records back, and durability with group commit.
+//! segment), reading records back (through a read-only mapping of each
+//! segment, so a lookup costs no syscall), and durability with group commit.
 //!
 //! Crash ordering: a commit is written with one `pwrite`; if the write fails
 //! (ENOSPC, EIO) the segment is cut back to its previous length, so the log
@@ -15,11 +16,13 @@
 
 use super::record::REC_HEADER_LEN;
 use crate::store::StoreError;
+use memmap2::{Mmap, MmapOptions};
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// `"SEALSEG1"`: the first bytes of every segment.
@@ -108,16 +111,48 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, StoreError> {
     Ok(ids)
 }
 
+/// One open segment: its file (appends, syncs) and a read-only shared
+/// mapping of `map_len` bytes (reads of published records, no syscall).
+pub(crate) struct Seg {
+    file: File,
+    map: Option<Mmap>,
+    /// Bytes written (and not cut back): reads through the map stay below.
+    len: AtomicU64,
+}
+
+impl Seg {
+    /// Opens the segment's mapping over `map_len` bytes (the file may still
+    /// be shorter: only bytes below its length are ever read through the
+    /// map, see [`Log::read`]). A failed mapping falls back to `pread`.
+    fn new(file: File, len: u64, map_len: u64) -> Seg {
+        let map = usize::try_from(map_len).ok().and_then(|len| {
+            // SAFETY: the mapping is read-only and shared; the segment
+            // files belong to this store alone, are never truncated below a
+            // published record (a failed append cuts back only its own
+            // unpublished bytes), and are unmapped only when the last
+            // reader drops its `Arc<Seg>`. Reads go only to published
+            // records, below the file's length, so no page past the end of
+            // the file is touched (which would raise SIGBUS).
+            unsafe { MmapOptions::new().len(len).map(&file) }.ok()
+        });
+        Seg {
+            file,
+            map,
+            len: AtomicU64::new(len),
+        }
+    }
+}
+
 struct Writer {
     id: u32,
-    file: Arc<File>,
+    file: Arc<Seg>,
     len: u64,
     next_seq: u64,
     /// Start positions of commits appended but not yet published to the
     /// index (with a count): recovery replays from the smallest.
     pending: BTreeMap<u64, u32>,
     /// Sealed segments not yet synced.
-    unsynced: Vec<Arc<File>>,
+    unsynced: Vec<Arc<Seg>>,
     /// A segment was created or deleted since the last directory sync.
     dir_dirty: bool,
 }
@@ -140,7 +175,7 @@ pub struct Log {
     log_id: u64,
     seg_size: u64,
     writer: Mutex<Writer>,
-    files: RwLock<BTreeMap<u32, Arc<File>>>,
+    files: RwLock<BTreeMap<u32, Arc<Seg>>>,
     synced: Mutex<Pos>,
 }
 
@@ -155,6 +190,7 @@ impl Log {
         next_seq: u64,
         seg_size: u64,
     ) -> Result<Log, StoreError> {
+        let seg_size = seg_size.max(SEG_HEADER_LEN + 4096);
         let mut files = BTreeMap::new();
         for &id in ids {
             let p = dir.join(seg_name(id));
@@ -163,12 +199,16 @@ impl Log {
                 .write(true)
                 .open(&p)
                 .map_err(|e| io(format!("open {}", p.display()), e))?;
-            files.insert(id, Arc::new(f));
+            let len = f
+                .metadata()
+                .map_err(|e| io(format!("stat {}", p.display()), e))?
+                .len();
+            files.insert(id, Arc::new(Seg::new(f, len, len.max(seg_size))));
         }
         let (id, file, len, dir_dirty) = match ids.last() {
             Some(&id) => (id, files[&id].clone(), tail_len, false),
             None => {
-                let f = Arc::new(create_segment(dir, 1, log_id)?);
+                let f = Arc::new(Seg::new(create_segment(dir, 1, log_id)?, SEG_HEADER_LEN, seg_size));
                 files.insert(1, f.clone());
                 (1, f, SEG_HEADER_LEN, true)
             }
@@ -176,7 +216,7 @@ impl Log {
         let log = Log {
             dir: dir.to_path_buf(),
             log_id,
-            seg_size: seg_size.max(SEG_HEADER_LEN + 4096),
+            seg_size,
             writer: Mutex::new(Writer {
                 id,
                 file,
@@ -230,19 +270,19 @@ impl Log {
             self.roll(&mut w)?;
         }
         let at = w.len;
-        if let Err(mut e) = w.file.write_all_at(&buf, at) {
+        if let Err(mut e) = w.file.file.write_all_at(&buf, at) {
             // Never leave a partial commit behind: cut back to the old end.
-            let _ = w.file.set_len(at);
+            let _ = w.file.file.set_len(at);
             let full = e.raw_os_error() == Some(libc::ENOSPC);
             if full && frees && fs::remove_file(self.dir.join("reserve")).is_ok() {
                 tracing::warn!(
                     "{}: disk full; using the space reserve to free space",
                     self.dir.display()
                 );
-                match w.file.write_all_at(&buf, at) {
+                match w.file.file.write_all_at(&buf, at) {
                     Ok(()) => e = std::io::Error::from_raw_os_error(0),
                     Err(e2) => {
-                        let _ = w.file.set_len(at);
+                        let _ = w.file.file.set_len(at);
                         e = e2;
                     }
                 }
@@ -252,6 +292,7 @@ impl Log {
             }
         }
         w.len += n;
+        w.file.len.store(w.len, Ordering::Release);
         w.next_seq += 1;
         let start = Pos {
             seg: w.id,
@@ -294,7 +335,11 @@ impl Log {
 
     fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
         let id = w.id + 1;
-        let f = Arc::new(create_segment(&self.dir, id, self.log_id)?);
+        let f = Arc::new(Seg::new(
+            create_segment(&self.dir, id, self.log_id)?,
+            SEG_HEADER_LEN,
+            self.seg_size,
+        ));
         self.files.write().insert(id, f.clone());
         let old = std::mem::replace(&mut w.file, f);
         w.unsynced.push(old);
@@ -346,7 +391,7 @@ impl Log {
         };
         let res = (|| {
             for f in &files {
-                f.sync_data().map_err(|e| io("fdatasync segment", e))?;
+                f.file.sync_data().map_err(|e| io("fdatasync segment", e))?;
             }
             if dir_dirty {
                 sync_dir(&self.dir)?;
@@ -369,13 +414,22 @@ impl Log {
         self.sync_to(t)
     }
 
-    /// Reads `len` bytes at `pos`.
+    /// Reads `len` bytes at `pos`: a copy out of the segment's mapping
+    /// (callers only read published records, which lie below the file's
+    /// end), or a `pread` when the range is past the mapping.
     pub fn read(&self, pos: Pos, len: u32) -> Result<Vec<u8>, StoreError> {
         let f = self.files.read().get(&pos.seg).cloned().ok_or_else(|| {
             StoreError::Corrupt(format!("index points at missing segment {}", pos.seg))
         })?;
+        let (start, end) = (pos.off as usize, pos.off as usize + len as usize);
+        if end as u64 <= f.len.load(Ordering::Acquire) {
+            if let Some(b) = f.map.as_ref().and_then(|m| m.get(start..end)) {
+                return Ok(b.to_vec());
+            }
+        }
         let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, u64::from(pos.off))
+        f.file
+            .read_exact_at(&mut buf, u64::from(pos.off))
             .map_err(|e| io(format!("read {} at {}", seg_name(pos.seg), pos.off), e))?;
         Ok(buf)
     }
@@ -400,7 +454,7 @@ impl Log {
         self.files
             .read()
             .get(&id)
-            .and_then(|f| f.metadata().ok())
+            .and_then(|f| f.file.metadata().ok())
             .map_or(0, |m| m.len())
     }
 

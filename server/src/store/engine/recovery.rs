@@ -141,10 +141,14 @@ fn apply(
 
 /// Replaces `ix` by a rehashed copy twice as large (new file, renamed
 /// over the old one, so a crash leaves one whole table or the other).
+///
+/// No `msync`: the new table is dirty, and a dirty table is only trusted
+/// in the boot that wrote it (the page cache survives a process crash; a
+/// power loss changes the boot id and the table is rebuilt from the log).
+/// The flush cost a TLB shoot-down per page on every core.
 pub fn grow(ix: &mut Index, idx_path: &Path, hdr: &HeaderInfo) -> Result<(), StoreError> {
     let tmp = idx_path.with_extension("grow");
     let n = ix.rehash(&tmp, hdr)?;
-    n.flush()?;
     fs::rename(&tmp, idx_path).map_err(|e| io(format!("rename {}", tmp.display()), e))?;
     *ix = n;
     Ok(())
