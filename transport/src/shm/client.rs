@@ -11,7 +11,7 @@ use super::layout::{
     REGION_LEN,
 };
 use super::sys::{self, Mapping};
-use super::{ring_socket_name, RingConfig};
+use super::{ring_socket_name, RingConfig, YIELD_MASK};
 use crate::{ClientConfig, Transport, TransportError};
 use parking_lot::Mutex;
 use sealfs_proto::frame::decode_payload;
@@ -229,7 +229,7 @@ impl RingConn {
             let waited = start.elapsed();
             if waited < rc.spin {
                 n += 1;
-                if n & 63 == 0 {
+                if n & YIELD_MASK == 0 {
                     // On few cores the server may need this core: give it a turn.
                     std::thread::yield_now();
                 } else {

@@ -31,7 +31,7 @@ pub mod testing;
 pub use client::{ShmPool, RINGS_OPENED};
 pub use layout::{DATA_CAP, ENTRIES, REGION_LEN};
 pub use select::{choices, connect, Choice, Mode};
-pub use server::{RingServer, RingStats};
+pub use server::{on_ring_poller, RingServer, RingStats};
 
 use std::time::Duration;
 
@@ -105,3 +105,7 @@ impl RingConfig {
     }
 }
 
+
+/// A spinning side yields its core every `YIELD_MASK + 1` empty polls, so
+/// on a host with fewer cores than spinners the thread with work gets one.
+pub(crate) const YIELD_MASK: u32 = 0;

@@ -27,7 +27,7 @@ use super::layout::{
     REGION_LEN,
 };
 use super::sys::{self, Mapping};
-use super::{ring_socket_name, RingConfig};
+use super::{ring_socket_name, RingConfig, YIELD_MASK};
 use crate::tcp::{Handler, MAX_IN_FLIGHT};
 use parking_lot::Mutex;
 use sealfs_proto::frame::{decode_payload, encode_frame};
@@ -268,6 +268,19 @@ struct Slot {
     sq_cons: u64,
 }
 
+thread_local! {
+    /// Set on a ring poller thread (see [`on_ring_poller`]).
+    static ON_POLLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs on a ring poller thread: a handler polled there
+/// must not block (every ring of the server waits behind it, and two
+/// servers blocking on each other's pollers would deadlock); it should
+/// return `Pending` first, so the poller moves it to a tokio task.
+pub fn on_ring_poller() -> bool {
+    ON_POLLER.with(|f| f.get())
+}
+
 struct Poller<H: Handler> {
     listener: UnixListener,
     slots: Vec<Slot>,
@@ -281,6 +294,7 @@ struct Poller<H: Handler> {
 
 impl<H: Handler> Poller<H> {
     fn run(&mut self) {
+        ON_POLLER.with(|f| f.set(true));
         let _ctx = self.rt.clone();
         let _guard = _ctx.enter();
         let mut last_work = Instant::now();
@@ -314,7 +328,7 @@ impl<H: Handler> Poller<H> {
             }
             if last_work.elapsed() < self.cfg.server_spin {
                 spins += 1;
-                if spins & 63 == 0 {
+                if spins & YIELD_MASK == 0 {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
