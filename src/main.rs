@@ -110,9 +110,24 @@ fn init_logs(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// Lets `sealfs ls | head` end quietly when the reader goes away, as
+/// coreutils do: Rust starts with SIGPIPE ignored, so a `println!` into a
+/// closed pipe would panic with EPIPE.
+fn default_sigpipe() {
+    // SAFETY: sets one signal's disposition to its default, at start-up
+    // before any thread exists; no handler code is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.cmd, Cmd::Manager { .. } | Cmd::Server { .. } | Cmd::Up(_));
+    let long_running = daemon || matches!(cli.cmd, Cmd::Mount(_) | Cmd::Bench(_));
+    if !long_running {
+        default_sigpipe();
+    }
     init_logs(if daemon { "info" } else { "warn" });
     let res: Result<(), String> = match cli.cmd {
         Cmd::Manager { listen, dir, chunk_size, heartbeat_timeout } => {

@@ -108,6 +108,21 @@ fn up_status_and_debug_commands() {
     let (_, out, _) = run(&addr, &["ls", "/"]);
     assert!(!out.contains(" p\n") && out.contains("keep"), "{out}");
 
+    // A reader that goes away (`sealfs cat … | head -c 1`) ends the command
+    // quietly, as coreutils do: no panic message about a broken pipe.
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 4 << 20]).unwrap();
+    assert!(run(&addr, &["put", big.to_str().unwrap(), "/big"]).0);
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' cat /big | head -c 1", sealfs_bin()))
+        .env("SEALFS_MANAGER", &addr)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.stdout, b"x");
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+
     terminate(child);
     // the cluster is gone: status fails with a clear message
     let (ok, _, err) = run(&addr, &["status"]);

@@ -247,7 +247,23 @@ impl Node {
             let pool = self.members.peer(owner, &view.map)?;
             let wire = req.to_request(dir);
             let epoch = view.map.epoch;
-            match call_peer(move || pool.call(epoch, wire)).await {
+            let res = match try_on_poller(&*pool, epoch, &wire) {
+                Some(Sent::Done(Ok(r))) => Ok(Ok(r)),
+                Some(Sent::Waiting(t)) => {
+                    // The peer is slow: let the poller go on, wait in a task.
+                    tokio::task::yield_now().await;
+                    match call_peer(move || t.wait()).await {
+                        Ok(Err(e)) if !matches!(e, sealfs_transport::TransportError::Timeout { .. }) => {
+                            call_peer(move || pool.call(epoch, wire)).await
+                        }
+                        r => r,
+                    }
+                }
+                // A ring that failed (its server restarted?): once more on
+                // the blocking path, which sets up a fresh ring.
+                Some(Sent::Done(Err(_))) | None => call_peer(move || pool.call(epoch, wire)).await,
+            };
+            match res {
                 Ok(Ok(Reply::StaleEpoch { .. })) => self.members.refresh().await,
                 Ok(Ok(r)) => return Some(r),
                 Ok(Err(e)) => {
@@ -835,6 +851,49 @@ impl Node {
             f()
         } else {
             blocking(f).await
+        }
+    }
+}
+
+/// How long a ring poller spins for a peer's reply before it hands the
+/// wait to a task: a busy peer poller answers an entry request in a few
+/// µs; the bound keeps two pollers from waiting on each other.
+const PEER_SPIN: std::time::Duration = std::time::Duration::from_micros(40);
+
+/// A peer request sent from a ring poller.
+enum Sent {
+    /// Answered (or failed) within [`PEER_SPIN`].
+    Done(Result<Reply, sealfs_transport::TransportError>),
+    /// Still in flight.
+    Waiting(Box<dyn sealfs_transport::InFlight>),
+}
+
+/// On a ring poller, sends `req` to the peer on a ring of its own and
+/// spins up to [`PEER_SPIN`] for the reply, so a create or remove finishes
+/// on the poller thread with no thread hand-off. `None` elsewhere, or when
+/// the transport cannot send without waiting (TCP).
+fn try_on_poller(pool: &dyn sealfs_transport::Transport, epoch: u64, req: &Request) -> Option<Sent> {
+    if !sealfs_transport::shm::on_ring_poller() {
+        return None;
+    }
+    let mut t = match pool.send(epoch, req)? {
+        Ok(t) => t,
+        Err(e) => return Some(Sent::Done(Err(e))),
+    };
+    let start = std::time::Instant::now();
+    let mut n = 0u32;
+    loop {
+        if let Some(r) = t.try_reply() {
+            return Some(Sent::Done(r));
+        }
+        if start.elapsed() >= PEER_SPIN {
+            return Some(Sent::Waiting(t));
+        }
+        n += 1;
+        if n % 4 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
     }
 }

@@ -99,6 +99,22 @@ pub trait Transport: Send + Sync {
 
     /// The peer's address, for messages.
     fn addr(&self) -> &str;
+
+    /// Sends one request without waiting for its reply, where the
+    /// transport can (rings); `None` when it cannot, and the caller uses
+    /// [`Transport::call`].
+    fn send(&self, _epoch: u64, _req: &Request) -> Option<Result<Box<dyn InFlight>, TransportError>> {
+        None
+    }
+}
+
+/// A request sent by [`Transport::send`] whose reply is still to come.
+/// Dropping it before the reply arrived closes its connection.
+pub trait InFlight: Send {
+    /// The reply, if it has arrived (never blocks).
+    fn try_reply(&mut self) -> Option<Result<Reply, TransportError>>;
+    /// Waits for the reply (up to the transport's I/O timeout).
+    fn wait(self: Box<Self>) -> Result<Reply, TransportError>;
 }
 
 /// Completes a `call_many` after a transport failure: the replies already

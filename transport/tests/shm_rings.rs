@@ -457,3 +457,47 @@ fn idle_rings_burn_no_cpu() {
         "idle server + client used {ticks} ticks of CPU in 1 s"
     );
 }
+
+/// `send` without waiting: the reply is polled (`try_reply`) or waited for
+/// (`wait`), a slow reply is still matched, several in flight at once each
+/// get their own, and the ring goes back to the pool for the next call.
+#[test]
+fn send_then_poll_or_wait_matches_each_reply() {
+    let rt = runtime();
+    let (server, addr) = start(&rt, "send");
+    let pool = ShmPool::new(addr, cfg(Duration::from_secs(10)));
+    let req = |n: usize, delay: u64| Request::Write {
+        ino: 1,
+        chunk: delay,
+        offset: 0,
+        data: vec![n as u8; n],
+    };
+    // Polled until it arrives.
+    let mut t = pool.send(0, &req(5, 0)).expect("rings can send").expect("sent");
+    let got = loop {
+        if let Some(r) = t.try_reply() {
+            break r;
+        }
+        std::hint::spin_loop();
+    };
+    assert_eq!(got.unwrap(), Reply::Data(vec![5; 5]));
+    // A slow one (answered from a task after 50 ms) is not there at once,
+    // and `wait` gets it.
+    let mut slow = pool.send(0, &req(7, 50)).unwrap().unwrap();
+    assert!(slow.try_reply().is_none());
+    // Others in flight meanwhile, on rings of their own.
+    let quick: Vec<_> = (1..=4).map(|n| pool.send(0, &req(n, 0)).unwrap().unwrap()).collect();
+    for (n, q) in (1..=4).zip(quick) {
+        assert_eq!(q.wait().unwrap(), Reply::Data(vec![n as u8; n]));
+    }
+    assert_eq!(slow.wait().unwrap(), Reply::Data(vec![7; 7]));
+    // The rings were returned: a plain call works and opens no new ring
+    // beyond the five already made.
+    let opened = server.stats().accepted.load(Ordering::Relaxed);
+    assert!(matches!(pool.call(0, req(3, 0)), Ok(Reply::Data(d)) if d == vec![3; 3]));
+    assert_eq!(server.stats().accepted.load(Ordering::Relaxed), opened);
+    // A request that times out fails with Timeout, not a hang.
+    let short = ShmPool::new(pool.addr().to_string(), cfg(Duration::from_millis(200)));
+    let t = short.send(0, &req(1, 3000)).unwrap().unwrap();
+    assert!(matches!(t.wait(), Err(TransportError::Timeout { .. })));
+}

@@ -12,7 +12,8 @@ use super::layout::{
 };
 use super::sys::{self, Mapping};
 use super::{ring_socket_name, RingConfig, YIELD_MASK};
-use crate::{ClientConfig, Transport, TransportError};
+use crate::{ClientConfig, InFlight, Transport, TransportError};
+use std::sync::Arc;
 use parking_lot::Mutex;
 use sealfs_proto::frame::decode_payload;
 use sealfs_proto::{FrameKind, Reply, Request, FRAME_HEADER_LEN};
@@ -330,7 +331,85 @@ pub struct ShmPool {
     cfg: ClientConfig,
     rc: RingConfig,
     /// The process the idle rings belong to, and the rings.
-    idle: Mutex<(u32, Vec<RingConn>)>,
+    idle: Arc<Mutex<(u32, Vec<RingConn>)>>,
+}
+
+/// Puts a ring back into an idle list (if it is this process's and the
+/// list has room).
+fn put_back_into(idle: &Mutex<(u32, Vec<RingConn>)>, max_idle: usize, c: RingConn) {
+    let mut idle = idle.lock();
+    if c.pid == idle.0 && idle.1.len() < max_idle.max(1) {
+        idle.1.push(c);
+    }
+}
+
+/// A request on a ring of its own, its reply still to come.
+struct ShmInFlight {
+    conn: Option<RingConn>,
+    id: u64,
+    idle: Arc<Mutex<(u32, Vec<RingConn>)>>,
+    addr: String,
+    cfg: ClientConfig,
+    rc: RingConfig,
+}
+
+impl ShmInFlight {
+    /// The reply `r` arrived (or failed): the ring goes back only when the
+    /// exchange ended cleanly with the expected id.
+    fn finish(&mut self, r: Result<(u64, Reply), Fail>) -> Result<Reply, TransportError> {
+        let Some(conn) = self.conn.take() else {
+            return Err(fail_to_error(&self.addr, &self.cfg, Fail::Proto("reply already taken".into())));
+        };
+        match r {
+            Ok((id, reply)) if id == self.id => {
+                put_back_into(&self.idle, self.cfg.max_idle, conn);
+                Ok(reply)
+            }
+            Ok((id, _)) => Err(fail_to_error(
+                &self.addr,
+                &self.cfg,
+                Fail::Proto(format!("unexpected reply id {id}")),
+            )),
+            Err(f) => Err(fail_to_error(&self.addr, &self.cfg, f)),
+        }
+    }
+}
+
+impl InFlight for ShmInFlight {
+    fn try_reply(&mut self) -> Option<Result<Reply, TransportError>> {
+        let polled = self.conn.as_mut()?.poll_reply();
+        match polled {
+            Ok(None) => None,
+            Ok(Some(r)) => Some(self.finish(Ok(r))),
+            Err(f) => Some(self.finish(Err(f))),
+        }
+    }
+
+    fn wait(mut self: Box<Self>) -> Result<Reply, TransportError> {
+        let (rc, timeout) = (self.rc.clone(), self.cfg.io_timeout);
+        let r = match self.conn.as_mut() {
+            Some(c) => c.wait_reply(&rc, timeout),
+            None => Err(Fail::Proto("reply already taken".into())),
+        };
+        self.finish(r)
+    }
+}
+
+fn fail_to_error(addr: &str, cfg: &ClientConfig, f: Fail) -> TransportError {
+    match f {
+        Fail::Io(source) => TransportError::Io {
+            addr: addr.to_string(),
+            source,
+        },
+        Fail::Proto(m) => TransportError::Frame {
+            addr: addr.to_string(),
+            source: sealfs_proto::FrameError::Decode(format!("ring: {m}")),
+        },
+        Fail::Timeout => TransportError::Timeout {
+            addr: addr.to_string(),
+            timeout: cfg.io_timeout,
+        },
+    }
 }
 
 impl ShmPool {
@@ -341,7 +420,7 @@ impl ShmPool {
             addr: addr.into(),
             cfg,
             rc: RingConfig::from_env(),
-            idle: Mutex::new((sys::pid(), Vec::new())),
+            idle: Arc::new(Mutex::new((sys::pid(), Vec::new()))),
         }
     }
 
@@ -359,10 +438,7 @@ impl ShmPool {
     }
 
     fn put_back(&self, c: RingConn) {
-        let mut idle = self.idle.lock();
-        if c.pid == idle.0 && idle.1.len() < self.cfg.max_idle.max(1) {
-            idle.1.push(c);
-        }
+        put_back_into(&self.idle, self.cfg.max_idle, c);
     }
 
     fn take(&self) -> Option<RingConn> {
@@ -380,20 +456,7 @@ impl ShmPool {
     }
 
     fn err(&self, f: Fail) -> TransportError {
-        match f {
-            Fail::Io(source) => TransportError::Io {
-                addr: self.addr.clone(),
-                source,
-            },
-            Fail::Proto(m) => TransportError::Frame {
-                addr: self.addr.clone(),
-                source: sealfs_proto::FrameError::Decode(format!("ring: {m}")),
-            },
-            Fail::Timeout => TransportError::Timeout {
-                addr: self.addr.clone(),
-                timeout: self.cfg.io_timeout,
-            },
-        }
+        fail_to_error(&self.addr, &self.cfg, f)
     }
 }
 
@@ -432,5 +495,37 @@ impl Transport for ShmPool {
 
     fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Takes a ring of its own for the request (an idle one, or a new
+    /// one), so its reply is the next completion on that ring.
+    fn send(&self, epoch: u64, req: &Request) -> Option<Result<Box<dyn InFlight>, TransportError>> {
+        let mut conn = match self.take() {
+            Some(c) => c,
+            None => match RingConn::connect(&self.addr, &self.cfg) {
+                Ok(c) => c,
+                Err(e) => return Some(Err(self.err(Fail::Io(e)))),
+            },
+        };
+        let id = conn.next_id;
+        conn.next_id += 1;
+        match conn.try_send(id, epoch, req) {
+            Ok(true) => {}
+            // No room on an idle ring: the caller takes the blocking path.
+            Ok(false) => {
+                self.put_back(conn);
+                return None;
+            }
+            Err(f) => return Some(Err(self.err(f))),
+        }
+        conn.doorbell();
+        Some(Ok(Box::new(ShmInFlight {
+            conn: Some(conn),
+            id,
+            idle: self.idle.clone(),
+            addr: self.addr.clone(),
+            cfg: self.cfg.clone(),
+            rc: self.rc.clone(),
+        })))
     }
 }

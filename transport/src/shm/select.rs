@@ -17,7 +17,7 @@
 
 use super::ShmPool;
 use crate::tcp::TcpPool;
-use crate::{ClientConfig, Reply, Request, Transport, TransportError};
+use crate::{ClientConfig, InFlight, Reply, Request, Transport, TransportError};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -175,5 +175,13 @@ impl Transport for Lazy {
 
     fn addr(&self) -> &str {
         &self.addr
+    }
+
+    fn send(&self, epoch: u64, req: &Request) -> Option<Result<Box<dyn InFlight>, TransportError>> {
+        if self.rings() {
+            self.shm.send(epoch, req)
+        } else {
+            None
+        }
     }
 }
