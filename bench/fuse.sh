@@ -11,9 +11,11 @@
 #
 # Storage: everything (the local reference, bindfs's backing directory, the
 # SealFS servers' meta and data dirs) lives on one journaled ext4 loop
-# image, so the three see the same disk. SealFS runs `sealfs up` with
-# --sync none (acknowledged = in the server's page cache, as the local file
-# system's own write-back), 3 servers, 1 MiB chunks, on loopback TCP.
+# image, so the three see the same disk. SealFS runs `sealfs up` with its
+# default --sync fsync (acknowledged = in the server's page cache, durable
+# within a second or at fsync, as the local file system's own write-back),
+# 3 servers, 1 MiB chunks; the daemon reaches them over shared-memory rings
+# (SEALFS_TRANSPORT=auto).
 # Needs root, bindfs and fuse3 (apt). Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +58,7 @@ mount -o loop "$img" "$disk"
 mkdir -p "$disk/local" "$disk/bindsrc" "$disk/bindsrc-mt" "$disk/sealfs" "$work/m-sealfs" "$work/m-bindfs" "$work/m-bindfs-mt"
 
 port=$(( 30000 + RANDOM % 20000 ))
-"$sealfs" up --dir "$disk/sealfs" --servers "$servers" --port "$port" --sync none >"$work/up.log" 2>&1 &
+"$sealfs" up --dir "$disk/sealfs" --servers "$servers" --port "$port" >"$work/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 100); do "$sealfs" status --manager "127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.2; done
 "$sealfs" mount "$work/m-sealfs" --manager "127.0.0.1:$port" --background --log "$work/mount.log" >/dev/null
@@ -113,7 +115,7 @@ done
 
 ratio() { "$py" -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
 echo
-echo "SealFS FUSE mount benchmark: $(date -u +%F), $(nproc) cores, ${size_mib} MiB file, $files files, $servers servers (sync none), ext4 (journaled loop image)"
+echo "SealFS FUSE mount benchmark: $(date -u +%F), $(nproc) cores, ${size_mib} MiB file, $files files, $servers servers (sync fsync), ext4 (journaled loop image)"
 echo
 echo "| phase | local ext4j | bindfs | bindfs --multithreaded | sealfs mount | sealfs / bindfs | sealfs / bindfs-mt | sealfs / local |"
 echo "|---|---|---|---|---|---|---|---|"
