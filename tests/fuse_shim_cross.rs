@@ -4,7 +4,7 @@
 //! behaviour suite under the shim (with `SEALFS_MOUNT` = the FUSE mount, as
 //! DESIGN.md intends: calls the shim does not cover reach the same files
 //! through the kernel) and prints the cases passed per front end; the
-//! shim's own results are reported, not asserted here (its issue owns them).
+//! shim's results must agree too, except the cases in `SHIM_KNOWN`.
 
 mod common;
 
@@ -101,6 +101,13 @@ fn files_cross_between_shim_and_mount() {
     );
 }
 
+/// Cases where the shim answers differently from Linux, each a limit
+/// stated in shim/README.md.
+const SHIM_KNOWN: &[(&str, &str)] = &[(
+    "perm_search_denied",
+    "search permission is checked on the parent only for namespace changes, not above it or for stat",
+)];
+
 #[test]
 fn posix_suite_per_front_end() {
     let lib = shim_lib();
@@ -170,5 +177,13 @@ fn posix_suite_per_front_end() {
         bad_fuse.is_empty(),
         "the mount disagrees with Linux:\n{}",
         bad_fuse.join("\n")
+    );
+    let unexpected: Vec<&String> = bad_shim
+        .iter()
+        .filter(|b| !SHIM_KNOWN.iter().any(|(case, _)| b.starts_with(&format!("{case}:"))))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "the shim disagrees with Linux beyond its stated limits:\n{unexpected:?}"
     );
 }

@@ -82,7 +82,9 @@ impl OpenPlan {
                 if self.directory {
                     Err(Errno::ENOTDIR)
                 } else {
-                    Ok(self.trunc && self.writable)
+                    // Linux truncates even with O_RDONLY (the access mode
+                    // is not checked, only write permission on the file).
+                    Ok(self.trunc)
                 }
             }
         }
@@ -176,7 +178,7 @@ impl Client {
     /// final symlinks (the path later data calls must use).
     ///
     /// `O_CREAT` (with `O_EXCL`: `EEXIST` if the name exists, symlink or
-    /// not), `O_TRUNC` (truncates a file opened for writing), `O_DIRECTORY`
+    /// not), `O_TRUNC` (truncates a file, even opened `O_RDONLY`), `O_DIRECTORY`
     /// (`ENOTDIR`), `O_NOFOLLOW` (`ELOOP` on a final symlink). A directory
     /// opened for writing, with `O_CREAT` or with `O_TRUNC` gives `EISDIR`.
     pub fn open_resolved(&self, path: &str, flags: i32, mode: u32, uid: u32, gid: u32) -> Result<(String, Inode), Errno> {
@@ -441,8 +443,8 @@ mod tests {
         assert_eq!(OpenPlan::of(libc::O_RDWR).check(FileKind::Dir), Err(Errno::EISDIR));
         assert_eq!(OpenPlan::of(libc::O_RDONLY | libc::O_CREAT).check(FileKind::Dir), Err(Errno::EISDIR));
         assert_eq!(OpenPlan::of(libc::O_RDONLY | libc::O_TRUNC).check(FileKind::Dir), Err(Errno::EISDIR));
-        // O_TRUNC without write access does not truncate.
-        assert_eq!(OpenPlan::of(libc::O_RDONLY | libc::O_TRUNC).check(FileKind::File), Ok(false));
+        // O_TRUNC truncates whatever the access mode, as Linux does.
+        assert_eq!(OpenPlan::of(libc::O_RDONLY | libc::O_TRUNC).check(FileKind::File), Ok(true));
         assert_eq!(OpenPlan::of(libc::O_DIRECTORY).check(FileKind::File), Err(Errno::ENOTDIR));
         assert_eq!(OpenPlan::of(libc::O_DIRECTORY).check(FileKind::Dir), Ok(false));
         assert_eq!(OpenPlan::of(libc::O_NOFOLLOW).check(FileKind::Symlink), Err(Errno::ELOOP));

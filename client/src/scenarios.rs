@@ -166,8 +166,10 @@ fn open_flags_end_to_end() {
     assert_eq!(cl.open("/f", libc::O_RDONLY | libc::O_DIRECTORY, 0, 0, 0), Err(Errno::ENOTDIR));
     assert_eq!(cl.open("/nope", libc::O_RDONLY, 0, 0, 0), Err(Errno::ENOENT));
     assert_eq!(cl.open("/f", libc::O_RDONLY, 0, 0, 0).unwrap().attr.size, 11);
-    // O_TRUNC without write access leaves the data.
-    assert_eq!(cl.open("/f", libc::O_RDONLY | libc::O_TRUNC, 0, 0, 0).unwrap().attr.size, 11);
+    // O_TRUNC truncates even with O_RDONLY, as Linux does.
+    assert_eq!(cl.open("/f", libc::O_RDONLY | libc::O_TRUNC, 0, 0, 0).unwrap().attr.size, 0);
+    assert_eq!(c.m.lock().stored(f.attr.ino), 0);
+    cl.write_at("/f", f.attr.ino, 0, b"hello world").unwrap();
     let t = cl.open("/f", libc::O_WRONLY | libc::O_TRUNC, 0, 0, 0).unwrap();
     assert_eq!(t.attr.size, 0);
     assert_eq!(c.m.lock().stored(f.attr.ino), 0);

@@ -29,7 +29,7 @@ pub fn fill_stat(st: &mut libc::stat, i: &Inode, blksize: u32) {
     let size = size_of(i);
     st.st_dev = dev();
     st.st_ino = a.ino;
-    st.st_nlink = u64::from(a.nlink.max(1));
+    st.st_nlink = u64::from(a.nlink);
     st.st_mode = a.st_mode();
     st.st_uid = a.uid;
     st.st_gid = a.gid;
@@ -60,7 +60,7 @@ pub fn fill_statx(sx: &mut libc::statx, i: &Inode, blksize: u32) {
     let size = size_of(i);
     sx.stx_mask = libc::STATX_BASIC_STATS;
     sx.stx_blksize = blksize.max(512);
-    sx.stx_nlink = a.nlink.max(1);
+    sx.stx_nlink = a.nlink;
     sx.stx_uid = a.uid;
     sx.stx_gid = a.gid;
     sx.stx_mode = a.st_mode() as u16;

@@ -102,6 +102,16 @@ pub fn defer_unlink(hidden: String) {
     ANY_PENDING.store(true, Ordering::Release);
 }
 
+/// Forgets a deferred unlink (the hidden file got its name back).
+pub fn cancel_unlink(hidden: &str) {
+    PENDING.lock().retain(|h| h != hidden);
+}
+
+/// Whether `p` is the hidden name of a file unlinked while open.
+pub fn is_unlinked_name(p: &str) -> bool {
+    p.strip_prefix('/').is_some_and(|n| n.starts_with(UNLINKED_PREFIX))
+}
+
 fn unlink_hidden(p: &str) {
     let _g = crate::guard::Guard::enter();
     if let Ok(c) = crate::config::client() {

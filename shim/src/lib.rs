@@ -24,6 +24,7 @@ mod guard;
 mod hooks;
 mod ops;
 mod paths;
+mod perm;
 mod process;
 mod real;
 mod shm;

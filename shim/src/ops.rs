@@ -7,6 +7,7 @@ use crate::attr;
 use crate::config::{client, log, logging};
 use crate::fdtable::{self, OpenFile, Pos};
 use crate::paths::{self, Loc};
+use crate::perm;
 use crate::real;
 use libc::{c_char, c_int, c_uint, c_void};
 use sealfs_client::{Client, Errno, FileKind, Inode, SetAttr, TimeSet, Timespec};
@@ -91,6 +92,9 @@ pub fn open_seal(p: &str, flags: c_int, mode: u32) -> Result<c_int, Errno> {
             c.open_resolved(p, libc::O_RDONLY | (flags & libc::O_DIRECTORY), 0, uid, gid)?
         }
     } else {
+        if let Some((uid, gid)) = perm::caller() {
+            perm::may_open(&c, p, flags, uid, gid)?;
+        }
         let mode = if flags & libc::O_CREAT != 0 { mode & 0o7777 & !umask() } else { 0 };
         c.open_resolved(p, flags, mode, uid, gid)?
     };
@@ -367,8 +371,12 @@ pub fn truncate(p: *const c_char, len: i64) -> Op<c_int> {
             return Err(Errno::EINVAL);
         }
         let c = client()?;
-        if c.stat(&p)?.attr.kind == FileKind::Dir {
+        let i = c.stat(&p)?;
+        if i.attr.kind == FileKind::Dir {
             return Err(Errno::EISDIR);
+        }
+        if let Some((uid, gid)) = perm::caller() {
+            perm::check(&i, perm::W, uid, gid)?;
         }
         c.truncate(&p, len as u64)?;
         Ok(0)
@@ -525,9 +533,15 @@ fn stat_path(p: &str, follow: bool) -> Result<Inode, Errno> {
 }
 
 fn stat_file(f: &OpenFile) -> Result<Inode, Errno> {
-    let i = client()?.lstat(&f.path())?;
+    let path = f.path();
+    let mut i = client()?.lstat(&path)?;
     if i.attr.ino != f.ino {
         return Err(Errno::ESTALE);
+    }
+    if fdtable::is_unlinked_name(&path) {
+        // Unlinked while open (kept under a hidden name until the last
+        // close): no name links to it any more, as Linux reports.
+        i.attr.nlink = 0;
     }
     Ok(i)
 }
@@ -612,13 +626,6 @@ pub unsafe fn statx(dirfd: c_int, p: *const c_char, flags: c_int, sx: *mut libc:
     })())
 }
 
-fn in_group(gid: u32) -> bool {
-    let mut groups = [0 as libc::gid_t; 256];
-    // SAFETY: getgroups into a local array of the size given.
-    let n = unsafe { libc::getgroups(groups.len() as c_int, groups.as_mut_ptr()) };
-    n > 0 && groups[..n as usize].contains(&gid)
-}
-
 fn check_access(i: &Inode, mode: c_int, effective: bool) -> Result<(), Errno> {
     if mode & !(libc::R_OK | libc::W_OK | libc::X_OK) != 0 {
         return Err(Errno::EINVAL);
@@ -634,24 +641,13 @@ fn check_access(i: &Inode, mode: c_int, effective: bool) -> Result<(), Errno> {
             (libc::getuid(), libc::getgid())
         }
     };
-    let m = i.attr.mode;
     if uid == 0 {
-        if mode & libc::X_OK != 0 && i.attr.kind != FileKind::Dir && m & 0o111 == 0 {
+        if mode & libc::X_OK != 0 && i.attr.kind != FileKind::Dir && i.attr.mode & 0o111 == 0 {
             return Err(Errno::EACCES);
         }
         return Ok(());
     }
-    let bits = if uid == i.attr.uid {
-        (m >> 6) & 7
-    } else if gid == i.attr.gid || in_group(i.attr.gid) {
-        (m >> 3) & 7
-    } else {
-        m & 7
-    };
-    if (mode as u32) & !bits != 0 {
-        return Err(Errno::EACCES);
-    }
-    Ok(())
+    perm::check(i, mode as u32, uid, gid)
 }
 
 /// # Safety
@@ -681,10 +677,14 @@ fn follow(p: String, follow: bool) -> Result<String, Errno> {
 
 fn setattr_target(t: Target, set: SetAttr) -> Result<c_int, Errno> {
     let c = client()?;
-    match t {
-        Target::Fd(f) => c.setattr(&f.path(), set)?,
-        Target::Path(p, fl) => c.setattr(&follow(p, fl)?, set)?,
+    let p = match t {
+        Target::Fd(f) => f.path(),
+        Target::Path(p, fl) => follow(p, fl)?,
     };
+    if let Some((uid, gid)) = perm::caller() {
+        perm::may_setattr(&c.lstat(&p)?, &set, uid, gid)?;
+    }
+    c.setattr(&p, set)?;
     Ok(0)
 }
 
@@ -801,16 +801,69 @@ pub unsafe fn mkdir_at(dirfd: c_int, p: *const c_char, mode: u32) -> Op<c_int> {
     let p = seal!(dirfd, p);
     let r = (|| {
         let (uid, gid) = ids();
-        client()?.mkdir(&p, mode & 0o7777 & !umask(), uid, gid)?;
+        let c = client()?;
+        if perm::caller().is_some() {
+            perm::may_change_dir(&c, &p, uid, gid)?;
+        }
+        c.mkdir(&p, mode & 0o7777 & !umask(), uid, gid)?;
         Ok(0)
     })();
     trace("mkdir", &p, &r);
     Some(r)
 }
 
+/// Linux's answer to `rmdir` of a path whose last component is `.`
+/// (`EINVAL`) or `..` (`ENOTEMPTY`), which normalisation would otherwise
+/// turn into the directory itself or its parent.
+fn rmdir_dot_errno(raw: &[u8]) -> Option<Errno> {
+    let trimmed = match raw.iter().rposition(|&b| b != b'/') {
+        Some(i) => &raw[..=i],
+        None => return None,
+    };
+    let last = match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(i) => &trimmed[i + 1..],
+        None => trimmed,
+    };
+    match last {
+        b"." => Some(Errno::EINVAL),
+        b".." => Some(Errno::ENOTEMPTY),
+        _ => None,
+    }
+}
+
+/// If files are open at `p` in this process, renames `p` to a hidden name
+/// whose unlink waits for their last close (NFS's "silly rename"), so the
+/// data stays readable through the open fds as on Linux, and returns
+/// (hidden name, the open files). The hidden name lives in the root, not
+/// the file's directory, so an `rmdir` of that directory still succeeds.
+fn hide_open(c: &Client, p: &str) -> Result<Option<(String, Vec<Arc<OpenFile>>)>, Errno> {
+    let open = fdtable::open_at_path(p).into_iter().filter(|f| f.kind == FileKind::File).collect::<Vec<_>>();
+    let Some(first) = open.first() else {
+        return Ok(None);
+    };
+    let hidden = format!("/{}{:x}-{}", fdtable::UNLINKED_PREFIX, first.ino, std::process::id());
+    c.rename(p, &hidden, 0)?;
+    for f in &open {
+        f.set_path(hidden.clone());
+    }
+    fdtable::defer_unlink(hidden.clone());
+    Ok(Some((hidden, open)))
+}
+
+/// Undoes [`hide_open`] (the operation it made room for failed).
+fn unhide(c: &Client, p: &str, hidden: &str, open: &[Arc<OpenFile>]) {
+    if c.rename(hidden, p, libc::RENAME_NOREPLACE).is_ok() {
+        for f in open {
+            f.set_path(p.to_string());
+        }
+        fdtable::cancel_unlink(hidden);
+    }
+}
+
 /// # Safety
 /// `p` is a C string.
 pub unsafe fn unlink_at(dirfd: c_int, p: *const c_char, flags: c_int) -> Op<c_int> {
+    let raw = p;
     let p = seal!(dirfd, p);
     let r = (|| {
         if flags & !libc::AT_REMOVEDIR != 0 {
@@ -818,22 +871,20 @@ pub unsafe fn unlink_at(dirfd: c_int, p: *const c_char, flags: c_int) -> Op<c_in
         }
         let c = client()?;
         if flags & libc::AT_REMOVEDIR != 0 {
+            // SAFETY: `seal!` checked the hook's path (non-null, NUL-terminated).
+            let raw = unsafe { CStr::from_ptr(raw) };
+            if let Some(e) = rmdir_dot_errno(raw.to_bytes()) {
+                return Err(e);
+            }
+        }
+        if let Some((uid, gid)) = perm::caller() {
+            perm::may_delete(&c, &p, uid, gid)?;
+        }
+        if flags & libc::AT_REMOVEDIR != 0 {
             c.rmdir(&p)?;
             return Ok(0);
         }
-        let open = fdtable::open_at_path(&p).into_iter().filter(|f| f.kind == FileKind::File).collect::<Vec<_>>();
-        if let Some(first) = open.first() {
-            // Open here: rename to a hidden name and unlink at the last
-            // close (NFS's "silly rename"), so the data stays readable
-            // through the open fds as on Linux. The hidden name lives in
-            // the root, not the file's directory, so an `rmdir` of that
-            // directory still succeeds as on Linux.
-            let hidden = format!("/{}{:x}-{}", fdtable::UNLINKED_PREFIX, first.ino, std::process::id());
-            c.rename(&p, &hidden, 0)?;
-            for f in &open {
-                f.set_path(hidden.clone());
-            }
-            fdtable::defer_unlink(hidden);
+        if hide_open(c, &p)?.is_some() {
             return Ok(0);
         }
         c.unlink(&p)?;
@@ -855,7 +906,26 @@ pub unsafe fn rename_at(da: c_int, a: *const c_char, db: c_int, b: *const c_char
     match (la, lb) {
         (Loc::Local, Loc::Local) => None,
         (Loc::Seal(x), Loc::Seal(y)) => {
-            let r = client().and_then(|c| c.rename(&x, &y, flags)).map(|_| 0);
+            let r = client()
+                .and_then(|c| {
+                    if let Some((uid, gid)) = perm::caller() {
+                        perm::may_delete(&c, &x, uid, gid)?;
+                        perm::may_change_dir(&c, &y, uid, gid)?;
+                    }
+                    // A file open here at the destination keeps its data
+                    // for its fds, as if the rename had unlinked it.
+                    let hidden = if x != y && flags & libc::RENAME_NOREPLACE == 0 && c.lstat(&x).is_ok() {
+                        hide_open(c, &y)?
+                    } else {
+                        None
+                    };
+                    let r = c.rename(&x, &y, flags);
+                    if let (Err(_), Some((h, open))) = (&r, &hidden) {
+                        unhide(c, &y, h, open);
+                    }
+                    r
+                })
+                .map(|_| 0);
             trace("rename", &format!("{x} {y}"), &r);
             if r.is_ok() {
                 // Open descriptions and the cwd follow the renamed path.
@@ -893,7 +963,11 @@ pub unsafe fn symlink_at(target: *const c_char, dirfd: c_int, p: *const c_char) 
     Some((|| {
         let t = t.to_str().map_err(|_| Errno::EINVAL)?;
         let (uid, gid) = ids();
-        client()?.symlink(t, &p, uid, gid)?;
+        let c = client()?;
+        if perm::caller().is_some() {
+            perm::may_change_dir(&c, &p, uid, gid)?;
+        }
+        c.symlink(t, &p, uid, gid)?;
         Ok(0)
     })())
 }
