@@ -49,6 +49,11 @@ use thiserror::Error;
 pub struct ClientOptions {
     /// Timeouts and limits of the connections to the manager and servers.
     pub transport: ClientConfig,
+    /// Where applications see SealFS (the shim's prefix, e.g. `/sealfs`):
+    /// an absolute symlink target under it is followed as the SealFS path
+    /// below it, so `ln -s /sealfs/data/x link` works as it would on a
+    /// mount. Other absolute targets are taken as SealFS paths.
+    pub mount_prefix: Option<String>,
 }
 
 /// Why [`Client::connect`] failed.
@@ -75,6 +80,7 @@ pub enum ClientError {
 /// A connection to one SealFS cluster.
 pub struct Client {
     shared: state::Shared,
+    mount_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -94,8 +100,9 @@ impl Client {
     /// [`Client::connect`] with another transport: `connector` makes the
     /// transport to an address (the manager's and each server's).
     pub fn connect_with(manager: &str, opts: ClientOptions, connector: Arc<Connector>) -> Result<Client, ClientError> {
+        let mount_prefix = opts.mount_prefix.filter(|p| p.starts_with('/') && p.len() > 1);
         match state::Shared::connect(manager, opts.transport, connector) {
-            Ok(shared) => Ok(Client { shared }),
+            Ok(shared) => Ok(Client { shared, mount_prefix }),
             Err(state::FetchError::Transport(e)) => {
                 Err(ClientError::Unreachable { addr: manager.to_string(), reason: e.to_string() })
             }
@@ -151,6 +158,7 @@ mod tests {
     fn unreachable_manager_is_reported_clearly() {
         let opts = ClientOptions {
             transport: ClientConfig { connect_timeout: std::time::Duration::from_millis(200), ..Default::default() },
+            ..Default::default()
         };
         // Port 1 on loopback: nothing listens there.
         let e = Client::connect("127.0.0.1:1", opts).unwrap_err();

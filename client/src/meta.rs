@@ -35,8 +35,17 @@ pub(crate) fn want_ok(r: Result<Reply, Errno>) -> Result<(), Errno> {
     }
 }
 
-/// The path a symlink at `link` (normalised) with `target` points to.
-pub(crate) fn link_dest(link: &str, target: &str) -> Result<String, Errno> {
+/// The path a symlink at `link` (normalised) with `target` points to. An
+/// absolute target under `mount_prefix` (where applications see SealFS)
+/// is the SealFS path below it.
+pub(crate) fn link_dest(link: &str, target: &str, mount_prefix: Option<&str>) -> Result<String, Errno> {
+    if let Some(pre) = mount_prefix {
+        if let Some(rest) = target.strip_prefix(pre) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return path::join("/", rest);
+            }
+        }
+    }
     let dir = path::split(link).map(|(d, _)| d).unwrap_or("/");
     path::join(dir, target)
 }
@@ -146,7 +155,7 @@ impl Client {
             }
             hops += 1;
             let target = ino.target.as_deref().ok_or(Errno::EIO)?;
-            p = link_dest(&p, target)?;
+            p = link_dest(&p, target, self.mount_prefix.as_deref())?;
         }
     }
 
@@ -206,7 +215,7 @@ impl Client {
             }
             hops += 1;
             let target = inode.target.as_deref().ok_or(Errno::EIO)?;
-            p = link_dest(&p, target)?;
+            p = link_dest(&p, target, self.mount_prefix.as_deref())?;
         };
         let trunc = plan.check(inode.attr.kind)?;
         if trunc && !created {
@@ -455,11 +464,17 @@ mod tests {
 
     #[test]
     fn symlink_destinations() {
-        assert_eq!(link_dest("/a/b/l", "t").unwrap(), "/a/b/t");
-        assert_eq!(link_dest("/a/b/l", "../t").unwrap(), "/a/t");
-        assert_eq!(link_dest("/l", "x/y").unwrap(), "/x/y");
-        assert_eq!(link_dest("/a/l", "/abs/t").unwrap(), "/abs/t");
-        assert_eq!(link_dest("/a/l", ""), Err(Errno::ENOENT));
+        assert_eq!(link_dest("/a/b/l", "t", None).unwrap(), "/a/b/t");
+        assert_eq!(link_dest("/a/b/l", "../t", None).unwrap(), "/a/t");
+        assert_eq!(link_dest("/l", "x/y", None).unwrap(), "/x/y");
+        assert_eq!(link_dest("/a/l", "/abs/t", None).unwrap(), "/abs/t");
+        assert_eq!(link_dest("/a/l", "", None), Err(Errno::ENOENT));
+        // Absolute targets through the application's view of SealFS.
+        let pre = Some("/sealfs");
+        assert_eq!(link_dest("/a/l", "/sealfs/d/t", pre).unwrap(), "/d/t");
+        assert_eq!(link_dest("/a/l", "/sealfs", pre).unwrap(), "/");
+        assert_eq!(link_dest("/a/l", "/sealfsx/t", pre).unwrap(), "/sealfsx/t");
+        assert_eq!(link_dest("/a/l", "/abs/t", pre).unwrap(), "/abs/t");
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub fn client() -> Result<&'static Client, Errno> {
         return Ok(unsafe { &*p });
     }
     let manager = MANAGER_OVERRIDE.lock().clone().unwrap_or_else(|| config().manager.clone());
-    let c = match Client::connect(&manager, ClientOptions::default()) {
+    let opts = ClientOptions {
+        mount_prefix: Some(config().prefix.clone()),
+        ..ClientOptions::default()
+    };
+    let c = match Client::connect(&manager, opts) {
         Ok(c) => c,
         Err(e) => {
             log(&format!("connect: {e}"));

@@ -446,8 +446,22 @@ unsafe fn maybe2(da: c_int, a: *const c_char, db: c_int, b: *const c_char) -> bo
     // SAFETY: application C strings (or null).
     unsafe { paths::maybe(da, a) || paths::maybe(db, b) }
 }
+
+/// A two-path call where one pointer is null or can never be valid and
+/// the other names a SealFS path: Linux answers `EFAULT`, but the kernel
+/// alone would look the SealFS path up first and answer `ENOENT`.
+unsafe fn efault_pair(da: c_int, a: *const c_char, db: c_int, b: *const c_char) -> bool {
+    let bad = |x: *const c_char| x.is_null() || paths::never_user_memory(x);
+    // SAFETY: the pointer checked is not a bad one (application C string).
+    (bad(a) && !bad(b) && unsafe { paths::maybe(db, b) }) || (bad(b) && !bad(a) && unsafe { paths::maybe(da, a) })
+}
 #[no_mangle]
 pub unsafe extern "C" fn rename(a: *const c_char, b: *const c_char) -> c_int {
+    // SAFETY: pointer pre-check only (never dereferences a bad one).
+    if unsafe { efault_pair(AT, a, AT, b) } {
+        ops::set_errno(sealfs_client::Errno(libc::EFAULT));
+        return -1;
+    }
     // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(AT, a, AT, b) } {
         // SAFETY: pass-through, see (P) in the module docs.
@@ -458,6 +472,11 @@ pub unsafe extern "C" fn rename(a: *const c_char, b: *const c_char) -> c_int {
 }
 #[no_mangle]
 pub unsafe extern "C" fn renameat(da: c_int, a: *const c_char, db: c_int, b: *const c_char) -> c_int {
+    // SAFETY: pointer pre-check only (never dereferences a bad one).
+    if unsafe { efault_pair(da, a, db, b) } {
+        ops::set_errno(sealfs_client::Errno(libc::EFAULT));
+        return -1;
+    }
     // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(da, a, db, b) } {
         // SAFETY: pass-through, see (P) in the module docs.
@@ -468,6 +487,11 @@ pub unsafe extern "C" fn renameat(da: c_int, a: *const c_char, db: c_int, b: *co
 }
 #[no_mangle]
 pub unsafe extern "C" fn renameat2(da: c_int, a: *const c_char, db: c_int, b: *const c_char, f: c_uint) -> c_int {
+    // SAFETY: pointer pre-check only (never dereferences a bad one).
+    if unsafe { efault_pair(da, a, db, b) } {
+        ops::set_errno(sealfs_client::Errno(libc::EFAULT));
+        return -1;
+    }
     // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(da, a, db, b) } {
         // SAFETY: pass-through, see (P) in the module docs.
@@ -478,6 +502,11 @@ pub unsafe extern "C" fn renameat2(da: c_int, a: *const c_char, db: c_int, b: *c
 }
 #[no_mangle]
 pub unsafe extern "C" fn link(a: *const c_char, b: *const c_char) -> c_int {
+    // SAFETY: pointer pre-check only (never dereferences a bad one).
+    if unsafe { efault_pair(AT, a, AT, b) } {
+        ops::set_errno(sealfs_client::Errno(libc::EFAULT));
+        return -1;
+    }
     // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(AT, a, AT, b) } {
         // SAFETY: pass-through, see (P) in the module docs.
@@ -488,6 +517,11 @@ pub unsafe extern "C" fn link(a: *const c_char, b: *const c_char) -> c_int {
 }
 #[no_mangle]
 pub unsafe extern "C" fn linkat(da: c_int, a: *const c_char, db: c_int, b: *const c_char, f: c_int) -> c_int {
+    // SAFETY: pointer pre-check only (never dereferences a bad one).
+    if unsafe { efault_pair(da, a, db, b) } {
+        ops::set_errno(sealfs_client::Errno(libc::EFAULT));
+        return -1;
+    }
     // SAFETY: path pre-check, see (M) in the module docs.
     if a.is_null() || b.is_null() || !unsafe { maybe2(da, a, db, b) } {
         // SAFETY: pass-through, see (P) in the module docs.
@@ -706,6 +740,14 @@ pub unsafe extern "C" fn statvfs(p: *const c_char, b: *mut libc::statvfs) -> c_i
 #[no_mangle]
 pub unsafe extern "C" fn statvfs64(p: *const c_char, b: *mut libc::statvfs64) -> c_int {
     path_hook!(AT, p, ops::statvfs(p, b.cast()), real::statvfs64(p, b))
+}
+#[no_mangle]
+pub unsafe extern "C" fn pathconf(p: *const c_char, name: c_int) -> libc::c_long {
+    path_hook!(AT, p, ops::pathconf(p, name), real::pathconf(p, name))
+}
+#[no_mangle]
+pub unsafe extern "C" fn fpathconf(fd: c_int, name: c_int) -> libc::c_long {
+    fd_hook!(fd, ops::fpathconf(fd, name), real::fpathconf(fd, name))
 }
 #[no_mangle]
 pub unsafe extern "C" fn fstatvfs(fd: c_int, b: *mut libc::statvfs) -> c_int {

@@ -906,6 +906,13 @@ pub unsafe fn rename_at(da: c_int, a: *const c_char, db: c_int, b: *const c_char
     match (la, lb) {
         (Loc::Local, Loc::Local) => None,
         (Loc::Seal(x), Loc::Seal(y)) => {
+            // `d/.` or `d/..` on either side: Linux refuses (EINVAL or
+            // EBUSY), where normalisation would rename `d` or its parent.
+            // SAFETY: `resolve` accepted both, so both are C strings.
+            let dot = |p: *const c_char| rmdir_dot_errno(unsafe { CStr::from_ptr(p) }.to_bytes()).is_some();
+            if dot(a) || dot(b) {
+                return Some(Err(Errno::EINVAL));
+            }
             let r = client()
                 .and_then(|c| {
                     if let Some((uid, gid)) = perm::caller() {
@@ -958,6 +965,9 @@ pub unsafe fn link_at(da: c_int, a: *const c_char, db: c_int, b: *const c_char) 
 /// `target` and `p` are C strings.
 pub unsafe fn symlink_at(target: *const c_char, dirfd: c_int, p: *const c_char) -> Op<c_int> {
     let p = seal!(dirfd, p);
+    if target.is_null() || paths::never_user_memory(target) {
+        return Some(Err(Errno(libc::EFAULT)));
+    }
     // SAFETY: caller guarantees a C string.
     let t = unsafe { CStr::from_ptr(target) };
     Some((|| {
@@ -1016,6 +1026,41 @@ pub fn xattr_fd(fd: c_int) -> Op<isize> {
 }
 
 // ---------------------------------------------------------------- statfs
+
+/// SealFS's answer to `pathconf`/`fpathconf` for `name` (as a local file
+/// system with the same limits would give); `EINVAL` for unknown names.
+fn pathconf_value(kind: FileKind, name: c_int) -> Result<i64, Errno> {
+    Ok(match name {
+        libc::_PC_NAME_MAX => sealfs_proto::path::NAME_MAX as i64,
+        libc::_PC_PATH_MAX => libc::PATH_MAX as i64,
+        // No hard links: a file has exactly one name (directories count
+        // their subdirectories, as ext4 does, up to its limit).
+        libc::_PC_LINK_MAX => if kind == FileKind::Dir { 65_000 } else { 1 },
+        libc::_PC_PIPE_BUF => libc::PIPE_BUF as i64,
+        libc::_PC_CHOWN_RESTRICTED | libc::_PC_NO_TRUNC => 1,
+        libc::_PC_FILESIZEBITS => 64,
+        libc::_PC_MAX_CANON | libc::_PC_MAX_INPUT => 255,
+        libc::_PC_VDISABLE => 0,
+        libc::_PC_2_SYMLINKS => 1,
+        libc::_PC_SYMLINK_MAX | libc::_PC_ALLOC_SIZE_MIN | libc::_PC_REC_MIN_XFER_SIZE => 4096,
+        libc::_PC_SYNC_IO | libc::_PC_ASYNC_IO | libc::_PC_PRIO_IO => -1,
+        libc::_PC_REC_INCR_XFER_SIZE | libc::_PC_REC_XFER_ALIGN => 4096,
+        libc::_PC_REC_MAX_XFER_SIZE => -1,
+        _ => return Err(Errno::EINVAL),
+    })
+}
+
+/// # Safety
+/// `p` is a C string.
+pub unsafe fn pathconf(p: *const c_char, name: c_int) -> Op<i64> {
+    let p = seal!(libc::AT_FDCWD, p);
+    Some(stat_path(&p, true).and_then(|i| pathconf_value(i.attr.kind, name)))
+}
+
+pub fn fpathconf(fd: c_int, name: c_int) -> Op<i64> {
+    let f = file!(fd);
+    Some(pathconf_value(f.kind, name))
+}
 
 fn statfs_any(t: Target) -> Result<sealfs_client::StatFs, Errno> {
     if let Target::Path(p, _) = &t {

@@ -27,6 +27,10 @@ pub unsafe fn maybe(dirfd: c_int, p: *const c_char) -> bool {
     if p.is_null() {
         return dirfd != libc::AT_FDCWD && fdtable::is_ours(dirfd);
     }
+    if never_user_memory(p) {
+        // Not ours: the kernel answers EFAULT instead of a crash here.
+        return false;
+    }
     // SAFETY: `p` is a valid C string (caller), so its first byte is readable.
     let first = unsafe { *p } as u8;
     if first == b'/' {
@@ -37,6 +41,17 @@ pub unsafe fn maybe(dirfd: c_int, p: *const c_char) -> bool {
     } else {
         fdtable::is_ours(dirfd)
     }
+}
+
+/// Whether `p` can never point into this process's memory: the first
+/// page, or at or above 2^56 (beyond the user half of the address space
+/// even with 5-level paging). Such a path is left to the kernel, which
+/// answers `EFAULT`, as the caller expects; any other bad pointer faults
+/// here as it would inside glibc.
+#[inline(always)]
+pub fn never_user_memory(p: *const c_char) -> bool {
+    let a = p as usize;
+    a < 4096 || a >= 1 << 56
 }
 
 /// Whether the C string `p` starts with the prefix followed by `/` or its end.
@@ -81,7 +96,7 @@ pub enum Loc {
 /// # Safety
 /// `p` is a NUL-terminated string.
 pub unsafe fn resolve(dirfd: c_int, p: *const c_char) -> Result<Loc, Errno> {
-    if p.is_null() {
+    if p.is_null() || never_user_memory(p) {
         return Err(Errno(libc::EFAULT));
     }
     // SAFETY: caller guarantees a C string.
@@ -91,6 +106,10 @@ pub unsafe fn resolve(dirfd: c_int, p: *const c_char) -> Result<Loc, Errno> {
         let Ok(s) = s else { return Ok(Loc::Local) };
         let n = match path::normalize(s) {
             Ok(n) => n,
+            // Under the prefix (a name over 255 bytes, a path over
+            // PATH_MAX): SealFS's error, not the kernel's ENOENT.
+            // SAFETY: `p` is a C string (checked above).
+            Err(e) if unsafe { has_prefix(p) } => return Err(e),
             Err(_) => return Ok(Loc::Local),
         };
         return Ok(strip(&n).map_or(Loc::Local, Loc::Seal));

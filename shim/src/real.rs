@@ -166,6 +166,8 @@ reals! {
     fn fstatfs64(fd: c_int, buf: *mut libc::statfs64) -> c_int;
     fn statvfs(path: *const c_char, buf: *mut libc::statvfs) -> c_int;
     fn statvfs64(path: *const c_char, buf: *mut libc::statvfs64) -> c_int;
+    fn pathconf(path: *const c_char, name: c_int) -> libc::c_long;
+    fn fpathconf(fd: c_int, name: c_int) -> libc::c_long;
     fn fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int;
     fn fstatvfs64(fd: c_int, buf: *mut libc::statvfs64) -> c_int;
     fn chdir(path: *const c_char) -> c_int;
