@@ -41,8 +41,11 @@ pub(crate) fn want_ok(r: Result<Reply, Errno>) -> Result<(), Errno> {
 pub(crate) fn link_dest(link: &str, target: &str, mount_prefix: Option<&str>) -> Result<String, Errno> {
     if let Some(pre) = mount_prefix {
         if let Some(rest) = target.strip_prefix(pre) {
-            if rest.is_empty() || rest.starts_with('/') {
-                return path::join("/", rest);
+            if rest.is_empty() {
+                return Ok("/".to_string());
+            }
+            if rest.starts_with('/') {
+                return path::normalize(rest);
             }
         }
     }
