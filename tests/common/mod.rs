@@ -49,7 +49,9 @@ pub struct Cluster {
 pub fn free_ports(n: u16) -> u16 {
     let mut rng = rand::thread_rng();
     for _ in 0..500 {
-        let base: u16 = rng.gen_range(20000..60000);
+        // Below Linux's ephemeral range (32768..60999), where an outgoing
+        // connection could take a port between this probe and the bind.
+        let base: u16 = rng.gen_range(10000..32000);
         if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
