@@ -204,11 +204,22 @@ impl Cluster {
                     }
                 }
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "cluster did not come up; logs in {}",
-                self.dir.path().display()
-            );
+            if t0.elapsed() >= Duration::from_secs(60) {
+                // The temp dir goes with the panic: show the logs' ends.
+                let mut tails = String::new();
+                if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
+                    for e in rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "log")) {
+                        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                        let last: Vec<&str> = text.lines().rev().take(8).collect();
+                        tails.push_str(&format!("--- {}\n", e.path().display()));
+                        for l in last.iter().rev() {
+                            tails.push_str(l);
+                            tails.push('\n');
+                        }
+                    }
+                }
+                panic!("cluster did not come up within 60 s:\n{tails}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
