@@ -6,27 +6,12 @@
 
 mod common;
 
-use common::{Cluster, FuseMount, Opts};
-use std::path::PathBuf;
+use common::{pjdfstest_bin, Cluster, FuseMount, Opts};
 use std::process::Command;
-
-fn pjdfstest() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PJDFSTEST") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/opt/pjdfstest/bin"), home.join(".cargo/bin")])
-        .map(|d| d.join("pjdfstest"))
-        .find(|p| p.exists())
-}
 
 #[test]
 fn pjdfstest_failures_are_only_stated_limitations() {
-    let Some(bin) = pjdfstest() else {
+    let Some(bin) = pjdfstest_bin() else {
         println!("pjdfstest is not installed (cargo install pjdfstest): skipped");
         return;
     };

@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::Preloaded;
-use std::path::PathBuf;
+use common::{pjdfstest_bin, Preloaded};
 use std::process::Command;
 
 const PREFIX: &str = "/sealfs-pjdfstest";
@@ -17,20 +16,9 @@ const PREFIX: &str = "/sealfs-pjdfstest";
 /// The shim's own stated limits, as pjdfstest names the tests they fail.
 const SHIM_EXPLAINED: &str = "::eloop_comp$|::etxtbsy$|^rmdir::ebusy$";
 
-fn pjdfstest() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PJDFSTEST") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/opt/pjdfstest/bin")])
-        .map(|d| d.join("pjdfstest"))
-        .find(|p| p.exists())
-}
-
 #[test]
 fn pjdfstest_under_the_shim_fails_only_on_stated_limits() {
-    let Some(bin) = pjdfstest() else {
+    let Some(bin) = pjdfstest_bin() else {
         println!("pjdfstest is not installed (cargo install pjdfstest): skipped");
         return;
     };

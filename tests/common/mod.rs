@@ -46,6 +46,20 @@ pub struct Cluster {
 }
 
 /// `n` consecutive free loopback ports.
+/// The pjdfstest binary: `$PJDFSTEST`, on `PATH`, where `.ci/run`
+/// installs it, or in `~/.cargo/bin`; `None` if it is not installed.
+pub fn pjdfstest_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PJDFSTEST") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/opt/pjdfstest/bin"), home.join(".cargo/bin")])
+        .map(|d| d.join("pjdfstest"))
+        .find(|p| p.exists())
+}
+
 pub fn free_ports(n: u16) -> u16 {
     let mut rng = rand::thread_rng();
     for _ in 0..500 {
