@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::{pjdfstest_bin, Cluster, FuseMount, Opts};
-use std::process::Command;
+use common::{pjdfstest_bin, run_pjdfstest_script, Cluster, FuseMount, Opts};
 
 #[test]
 fn pjdfstest_failures_are_only_stated_limitations() {
@@ -27,18 +26,5 @@ fn pjdfstest_failures_are_only_stated_limitations() {
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
     )
     .expect("chmod");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjdfstest/run.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .arg(&bin)
-        .output()
-        .expect("run pjdfstest");
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!("{text}");
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_pjdfstest_script(&dir, &bin, &[]);
 }

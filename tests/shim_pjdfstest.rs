@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{pjdfstest_bin, Preloaded};
-use std::process::Command;
+use common::{pjdfstest_bin, run_pjdfstest_script, Preloaded};
 
 const PREFIX: &str = "/sealfs-pjdfstest";
 
@@ -27,22 +26,15 @@ fn pjdfstest_under_the_shim_fails_only_on_stated_limits() {
     let mut mk = p.cmd("mkdir");
     mk.args(["-m", "0755", &dir]);
     p.run(mk);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjdfstest/run.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .arg(&bin)
-        .env("PJDFSTEST_PRELOAD", &p.lib)
-        .env("PJDFSTEST_EXPLAINED", SHIM_EXPLAINED)
-        .env("SEALFS_MANAGER", p.cl.manager_addr())
-        .env("SEALFS_MOUNT", PREFIX)
-        .output()
-        .expect("run pjdfstest");
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!("{text}");
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let manager = p.cl.manager_addr();
+    run_pjdfstest_script(
+        std::path::Path::new(&dir),
+        &bin,
+        &[
+            ("PJDFSTEST_PRELOAD", p.lib.as_os_str()),
+            ("PJDFSTEST_EXPLAINED", SHIM_EXPLAINED.as_ref()),
+            ("SEALFS_MANAGER", manager.as_ref()),
+            ("SEALFS_MOUNT", PREFIX.as_ref()),
+        ],
     );
 }

@@ -45,7 +45,6 @@ pub struct Cluster {
     servers: Vec<Option<Child>>,
 }
 
-/// `n` consecutive free loopback ports.
 /// The pjdfstest binary: `$PJDFSTEST`, on `PATH`, where `.ci/run`
 /// installs it, or in `~/.cargo/bin`; `None` if it is not installed.
 pub fn pjdfstest_bin() -> Option<PathBuf> {
@@ -60,6 +59,23 @@ pub fn pjdfstest_bin() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Runs `tests/pjdfstest/run.sh` in `dir` with pjdfstest `bin` and the
+/// extra environment `envs`; prints its counts and asserts that every
+/// failure is explained.
+pub fn run_pjdfstest_script(dir: &Path, bin: &Path, envs: &[(&str, &std::ffi::OsStr)]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjdfstest/run.sh");
+    let mut c = Command::new("bash");
+    c.arg(script).arg(dir).arg(bin);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run pjdfstest");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `n` consecutive free loopback ports.
 pub fn free_ports(n: u16) -> u16 {
     let mut rng = rand::thread_rng();
     for _ in 0..500 {
