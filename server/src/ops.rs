@@ -249,9 +249,9 @@ impl Node {
             let epoch = view.map.epoch;
             let res = match try_on_poller(&*pool, epoch, &wire) {
                 Some(Sent::Done(Ok(r))) => Ok(Ok(r)),
+                // The peer is slow: the poller goes on (`call_peer` yields
+                // first there), and a task waits for the reply.
                 Some(Sent::Waiting(t)) => {
-                    // The peer is slow: let the poller go on, wait in a task.
-                    tokio::task::yield_now().await;
                     match call_peer(move || t.wait()).await {
                         Ok(Err(e)) if !matches!(e, sealfs_transport::TransportError::Timeout { .. }) => {
                             call_peer(move || pool.call(epoch, wire)).await
