@@ -890,7 +890,7 @@ fn try_on_poller(pool: &dyn sealfs_transport::Transport, epoch: u64, req: &Reque
             return Some(Sent::Waiting(t));
         }
         n += 1;
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();

@@ -92,8 +92,8 @@ pub fn open_seal(p: &str, flags: c_int, mode: u32) -> Result<c_int, Errno> {
             c.open_resolved(p, libc::O_RDONLY | (flags & libc::O_DIRECTORY), 0, uid, gid)?
         }
     } else {
-        if let Some((uid, gid)) = perm::caller() {
-            perm::may_open(&c, p, flags, uid, gid)?;
+        if perm::applies_to(uid) {
+            perm::may_open(c, p, flags, uid, gid)?;
         }
         let mode = if flags & libc::O_CREAT != 0 { mode & 0o7777 & !umask() } else { 0 };
         c.open_resolved(p, flags, mode, uid, gid)?
@@ -802,8 +802,8 @@ pub unsafe fn mkdir_at(dirfd: c_int, p: *const c_char, mode: u32) -> Op<c_int> {
     let r = (|| {
         let (uid, gid) = ids();
         let c = client()?;
-        if perm::caller().is_some() {
-            perm::may_change_dir(&c, &p, uid, gid)?;
+        if perm::applies_to(uid) {
+            perm::may_change_dir(c, &p, uid, gid)?;
         }
         c.mkdir(&p, mode & 0o7777 & !umask(), uid, gid)?;
         Ok(0)
@@ -831,23 +831,27 @@ fn rmdir_dot_errno(raw: &[u8]) -> Option<Errno> {
     }
 }
 
-/// If files are open at `p` in this process, renames `p` to a hidden name
+/// The regular files open at `p` in this process.
+fn open_files_at(p: &str) -> Vec<Arc<OpenFile>> {
+    fdtable::open_at_path(p).into_iter().filter(|f| f.kind == FileKind::File).collect()
+}
+
+/// If files are `open` at `p` in this process, renames `p` to a hidden name
 /// whose unlink waits for their last close (NFS's "silly rename"), so the
 /// data stays readable through the open fds as on Linux, and returns
-/// (hidden name, the open files). The hidden name lives in the root, not
+/// the hidden name. The hidden name lives in the root, not
 /// the file's directory, so an `rmdir` of that directory still succeeds.
-fn hide_open(c: &Client, p: &str) -> Result<Option<(String, Vec<Arc<OpenFile>>)>, Errno> {
-    let open = fdtable::open_at_path(p).into_iter().filter(|f| f.kind == FileKind::File).collect::<Vec<_>>();
+fn hide_open(c: &Client, p: &str, open: &[Arc<OpenFile>]) -> Result<Option<String>, Errno> {
     let Some(first) = open.first() else {
         return Ok(None);
     };
     let hidden = format!("/{}{:x}-{}", fdtable::UNLINKED_PREFIX, first.ino, std::process::id());
     c.rename(p, &hidden, 0)?;
-    for f in &open {
+    for f in open {
         f.set_path(hidden.clone());
     }
     fdtable::defer_unlink(hidden.clone());
-    Ok(Some((hidden, open)))
+    Ok(Some(hidden))
 }
 
 /// Undoes [`hide_open`] (the operation it made room for failed).
@@ -878,13 +882,13 @@ pub unsafe fn unlink_at(dirfd: c_int, p: *const c_char, flags: c_int) -> Op<c_in
             }
         }
         if let Some((uid, gid)) = perm::caller() {
-            perm::may_delete(&c, &p, uid, gid)?;
+            perm::may_delete(c, &p, uid, gid)?;
         }
         if flags & libc::AT_REMOVEDIR != 0 {
             c.rmdir(&p)?;
             return Ok(0);
         }
-        if hide_open(c, &p)?.is_some() {
+        if hide_open(c, &p, &open_files_at(&p))?.is_some() {
             return Ok(0);
         }
         c.unlink(&p)?;
@@ -916,19 +920,19 @@ pub unsafe fn rename_at(da: c_int, a: *const c_char, db: c_int, b: *const c_char
             let r = client()
                 .and_then(|c| {
                     if let Some((uid, gid)) = perm::caller() {
-                        perm::may_delete(&c, &x, uid, gid)?;
-                        perm::may_change_dir(&c, &y, uid, gid)?;
+                        perm::may_delete(c, &x, uid, gid)?;
+                        perm::may_change_dir(c, &y, uid, gid)?;
                     }
                     // A file open here at the destination keeps its data
                     // for its fds, as if the rename had unlinked it.
-                    let hidden = if x != y && flags & libc::RENAME_NOREPLACE == 0 && c.lstat(&x).is_ok() {
-                        hide_open(c, &y)?
-                    } else {
-                        None
-                    };
+                    // The source is looked up (one request) only when a
+                    // file is open there: a rename whose source is missing
+                    // must not move that file away.
+                    let open = if x != y && flags & libc::RENAME_NOREPLACE == 0 { open_files_at(&y) } else { Vec::new() };
+                    let hidden = if !open.is_empty() && c.lstat(&x).is_ok() { hide_open(c, &y, &open)? } else { None };
                     let r = c.rename(&x, &y, flags);
-                    if let (Err(_), Some((h, open))) = (&r, &hidden) {
-                        unhide(c, &y, h, open);
+                    if let (Err(_), Some(h)) = (&r, &hidden) {
+                        unhide(c, &y, h, &open);
                     }
                     r
                 })
@@ -974,8 +978,8 @@ pub unsafe fn symlink_at(target: *const c_char, dirfd: c_int, p: *const c_char) 
         let t = t.to_str().map_err(|_| Errno::EINVAL)?;
         let (uid, gid) = ids();
         let c = client()?;
-        if perm::caller().is_some() {
-            perm::may_change_dir(&c, &p, uid, gid)?;
+        if perm::applies_to(uid) {
+            perm::may_change_dir(c, &p, uid, gid)?;
         }
         c.symlink(t, &p, uid, gid)?;
         Ok(0)

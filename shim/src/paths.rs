@@ -51,7 +51,7 @@ pub unsafe fn maybe(dirfd: c_int, p: *const c_char) -> bool {
 #[inline(always)]
 pub fn never_user_memory(p: *const c_char) -> bool {
     let a = p as usize;
-    a < 4096 || a >= 1 << 56
+    !(4096..1 << 56).contains(&a)
 }
 
 /// Whether the C string `p` starts with the prefix followed by `/` or its end.

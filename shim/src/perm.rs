@@ -19,11 +19,16 @@ pub const W: u32 = 2;
 /// Search (directories) or execute permission.
 pub const X: u32 = 1;
 
+/// Whether these checks apply to effective uid `uid` (everyone but root).
+pub fn applies_to(uid: u32) -> bool {
+    uid != 0
+}
+
 /// The caller's effective uid and gid, or `None` for root.
 pub fn caller() -> Option<(u32, u32)> {
     // SAFETY: these cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    (uid != 0).then_some((uid, gid))
+    applies_to(uid).then_some((uid, gid))
 }
 
 /// Whether the caller belongs to group `gid` (supplementary groups).

@@ -11,7 +11,7 @@ use super::layout::{
     REGION_LEN,
 };
 use super::sys::{self, Mapping};
-use super::{ring_socket_name, RingConfig, YIELD_MASK};
+use super::{ring_socket_name, RingConfig};
 use crate::{ClientConfig, InFlight, Transport, TransportError};
 use std::sync::Arc;
 use parking_lot::Mutex;
@@ -222,20 +222,15 @@ impl RingConn {
     /// futex in slices, checking that the server is alive between slices.
     fn wait_reply(&mut self, rc: &RingConfig, timeout: Duration) -> Result<(u64, Reply), Fail> {
         let start = Instant::now();
-        let mut n = 0u32;
         loop {
             if let Some(r) = self.poll_reply()? {
                 return Ok(r);
             }
             let waited = start.elapsed();
             if waited < rc.spin {
-                n += 1;
-                if n & YIELD_MASK == 0 {
-                    // On few cores the server may need this core: give it a turn.
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+                // On few cores the server may need this core: give it a
+                // turn on every empty poll (see `super::RingConfig`).
+                std::thread::yield_now();
                 continue;
             }
             if waited >= timeout {

@@ -118,6 +118,3 @@ impl RingConfig {
     }
 }
 
-/// A spinning side yields its core every `YIELD_MASK + 1` empty polls, so
-/// on a host with fewer cores than spinners the thread with work gets one.
-pub(crate) const YIELD_MASK: u32 = 0;

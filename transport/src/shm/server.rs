@@ -10,7 +10,7 @@
 //! thread hand-off; one that waits (store work in `spawn_blocking`) moves to
 //! a tokio task, which writes its reply into the completion ring itself.
 //!
-//! Waiting: the poller spins (yielding now and then) for
+//! Waiting: the poller spins (yielding on every empty poll) for
 //! [`RingConfig::server_spin`] after the last message, then sets
 //! `server_sleeping` in every region, re-checks, and sleeps in `poll(2)`
 //! on the listener and every client socket; a client that publishes work
@@ -27,7 +27,7 @@ use super::layout::{
     REGION_LEN,
 };
 use super::sys::{self, Mapping};
-use super::{ring_socket_name, RingConfig, YIELD_MASK};
+use super::{ring_socket_name, RingConfig};
 use crate::tcp::{Handler, MAX_IN_FLIGHT};
 use parking_lot::Mutex;
 use sealfs_proto::frame::{decode_payload, encode_frame};
@@ -299,7 +299,6 @@ impl<H: Handler> Poller<H> {
         let _guard = _ctx.enter();
         let mut last_work = Instant::now();
         let mut last_check = Instant::now();
-        let mut spins = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             let mut did = 0;
             for i in 0..self.slots.len() {
@@ -327,12 +326,9 @@ impl<H: Handler> Poller<H> {
                 continue;
             }
             if last_work.elapsed() < self.cfg.server_spin {
-                spins += 1;
-                if spins & YIELD_MASK == 0 {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+                // Yield on every empty poll: on a host with fewer cores than
+                // spinners, the thread with work gets one.
+                std::thread::yield_now();
                 continue;
             }
             // Idle: announce the sleep, re-check, then sleep.
