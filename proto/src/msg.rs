@@ -343,6 +343,18 @@ pub enum Request {
     },
     /// Space and inode counts of this server. Reply: `StatFs`.
     StatFs,
+
+    // ---- transport set-up ----
+    /// Opens an RDMA connection: `params` are the client endpoint's
+    /// connection parameters (queue pair number, port address, buffer
+    /// key), opaque to everything but `sealfs_transport::rdma`.
+    /// Reply: `RdmaAccept` with the server endpoint's parameters, or
+    /// `ENOTSUP` from a server without RDMA.
+    RdmaConnect {
+        /// The client endpoint's parameters.
+        #[serde(with = "serde_bytes")]
+        params: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -368,6 +380,7 @@ impl Request {
             Request::RemoveData { .. } => "remove_data",
             Request::Fsync { .. } => "fsync",
             Request::StatFs => "statfs",
+            Request::RdmaConnect { .. } => "rdma_connect",
         }
     }
 }
@@ -418,6 +431,8 @@ pub enum Reply {
     Written(u32),
     /// Space and inode counts.
     StatFs(StatFs),
+    /// The server endpoint's RDMA connection parameters.
+    RdmaAccept(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl Reply {

@@ -274,6 +274,8 @@ async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     let service = Arc::new(ops::Service(node));
     // Shared-memory rings for clients on this host (transport/src/shm), next to TCP.
     let _rings = sealfs_transport::shm::serve_rings(&advertise, service.clone());
-    sealfs_transport::tcp::serve(listener, service).await;
+    // The TCP port also answers RDMA connects when this build and host have RDMA.
+    let door = sealfs_transport::rdma::FrontDoor::new(service, sealfs_transport::rdma::acceptor());
+    sealfs_transport::tcp::serve(listener, door).await;
     Ok(())
 }

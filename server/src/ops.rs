@@ -818,6 +818,9 @@ impl Node {
             Request::RemoveData { ino } => self.remove_data(ino).await.map(|()| Reply::Ok),
             Request::Fsync { ino } => self.fsync(ino).await.map(|()| Reply::Ok),
             Request::StatFs => self.statfs().await.map(Reply::StatFs),
+            // Answered by the transport's RDMA front door when this server
+            // has RDMA (transport/src/rdma); reaching here means it has not.
+            Request::RdmaConnect { .. } => Err(Errno::ENOTSUP),
         };
         res.unwrap_or_else(Reply::Err)
     }

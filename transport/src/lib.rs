@@ -7,11 +7,11 @@
 //!
 //! Implementations: TCP ([`tcp::TcpPool`]), shared-memory rings to a
 //! server on the same host ([`shm::ShmPool`], served by [`shm::RingServer`]),
-//! and RDMA behind the `rdma` cargo feature (`rdma`; compiled, not run: this
-//! machine has no RDMA device). [`shm::connect`] picks one per peer from
-//! `SEALFS_TRANSPORT`.
+//! and RDMA ([`rdma::RdmaPool`]: the protocol is always built and tested on
+//! an in-process loopback fabric; the ibverbs fabric is behind the `rdma`
+//! cargo feature, compiled but never run here: this machine has no RDMA
+//! device). [`shm::connect`] picks one per peer from `SEALFS_TRANSPORT`.
 
-#[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod shm;
 pub mod tcp;

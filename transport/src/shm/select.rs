@@ -2,7 +2,8 @@
 //!
 //! * `auto` (default): rings when the peer's ring socket answers here (the
 //!   server runs on this host, in this network namespace, with rings on),
-//!   else TCP.
+//!   else RDMA when this build has it, this host has a device and the
+//!   server accepts (tried once per peer), else TCP.
 //! * `shm`: the same choice, but a peer without rings is logged as a
 //!   warning (the manager has none and is always reached over TCP).
 //! * `rdma`: the RDMA transport where it is built and a device exists, else
@@ -91,6 +92,8 @@ pub fn connect(addr: &str, cfg: &ClientConfig, mode: Mode) -> Arc<dyn Transport>
             shm: ShmPool::new(addr, cfg.clone()),
             has_rings: AtomicBool::new(false),
             tcp: TcpPool::new(addr, cfg.clone()),
+            cfg: cfg.clone(),
+            rdma: std::sync::OnceLock::new(),
             probe: Mutex::new(None),
         }),
     }
@@ -105,16 +108,13 @@ fn record(addr: &str, c: Choice) {
 }
 
 fn rdma_or_tcp(addr: &str, cfg: &ClientConfig) -> Arc<dyn Transport> {
-    #[cfg(feature = "rdma")]
-    match crate::rdma::RdmaPool::connect(addr, cfg) {
-        Ok(p) => {
+    match crate::rdma::connect(addr, cfg) {
+        Ok(t) => {
             record(addr, Choice::Rdma);
-            return Arc::new(p);
+            return t;
         }
-        Err(e) => tracing::warn!(peer = %addr, "RDMA unavailable ({e}); using TCP"),
+        Err(e) => tracing::warn!(peer = %addr, "SEALFS_TRANSPORT=rdma, but RDMA is unavailable ({e}); using TCP"),
     }
-    #[cfg(not(feature = "rdma"))]
-    tracing::warn!(peer = %addr, "SEALFS_TRANSPORT=rdma but this build has no RDMA support; using TCP");
     record(addr, Choice::Tcp);
     Arc::new(TcpPool::new(addr, cfg.clone()))
 }
@@ -127,6 +127,9 @@ struct Lazy {
     shm: ShmPool,
     has_rings: AtomicBool,
     tcp: TcpPool,
+    cfg: ClientConfig,
+    /// The RDMA transport, tried once when the peer has no rings here.
+    rdma: std::sync::OnceLock<Option<Arc<dyn Transport>>>,
     /// When the last failed probe was made.
     probe: Mutex<Option<Instant>>,
 }
@@ -164,10 +167,33 @@ impl Lazy {
     }
 }
 
+impl Lazy {
+    /// The RDMA transport to a peer without rings here, if there is one.
+    fn rdma(&self) -> Option<&Arc<dyn Transport>> {
+        if !cfg!(feature = "rdma") {
+            return None;
+        }
+        self.rdma
+            .get_or_init(|| match crate::rdma::connect(&self.addr, &self.cfg) {
+                Ok(t) => {
+                    record(&self.addr, Choice::Rdma);
+                    Some(t)
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %self.addr, "no RDMA: {e}");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
 impl Transport for Lazy {
     fn call_many(&self, epoch: u64, reqs: Vec<Request>) -> Vec<Result<Reply, TransportError>> {
         if self.rings() {
             self.shm.call_many(epoch, reqs)
+        } else if let Some(r) = self.rdma() {
+            r.call_many(epoch, reqs)
         } else {
             self.tcp.call_many(epoch, reqs)
         }
