@@ -15,7 +15,7 @@ use super::{ring_socket_name, RingConfig};
 use crate::{ClientConfig, InFlight, Transport, TransportError};
 use std::sync::Arc;
 use parking_lot::Mutex;
-use sealfs_proto::frame::decode_payload;
+
 use sealfs_proto::{FrameKind, Reply, Request, FRAME_HEADER_LEN};
 use serde::Serialize;
 use std::io::{self, Write};
@@ -52,7 +52,6 @@ struct RingConn {
     /// Completion entries consumed.
     cq_cons: u64,
     scratch: Vec<u8>,
-    frame: Vec<u8>,
 }
 
 /// Why a ring call failed.
@@ -117,7 +116,6 @@ impl RingConn {
             sq_alloc: DataAlloc::default(),
             cq_cons: 0,
             scratch: Vec::new(),
-            frame: Vec::new(),
         })
     }
 
@@ -205,16 +203,15 @@ impl RingConn {
         if prod == self.cq_cons {
             return Ok(None);
         }
-        let h = self
+        let (h, reply) = self
             .region
-            .take_frame(Dir::Cq, self.cq_cons, FrameKind::Reply, &mut self.frame)?;
+            .decode_frame::<Reply>(Dir::Cq, self.cq_cons, FrameKind::Reply)?;
         self.cq_cons += 1;
         self.region
             .control()
             .cq_cons
             .store(self.cq_cons, Ordering::Release);
-        let reply: Reply = decode_payload(&self.frame[FRAME_HEADER_LEN..])
-            .map_err(|e| Fail::Proto(e.to_string()))?;
+        let reply = reply.map_err(Fail::Proto)?;
         Ok(Some((h.id, reply)))
     }
 
@@ -281,7 +278,7 @@ impl RingConn {
             }
             if sent == received {
                 // Nothing of ours in flight and no room: the server has not
-                // yet copied out earlier frames. Wait for it.
+                // yet consumed earlier frames. Wait for it.
                 self.wait_room(rc, cfg.io_timeout)?;
                 continue;
             }

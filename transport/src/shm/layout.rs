@@ -24,9 +24,10 @@
 //! frames ends, so it never trusts the peer about data positions.
 //!
 //! Nothing read from the region is trusted: every index, offset and length
-//! is checked against the constants before use ([`Region::take_frame`],
+//! is checked against the constants before use ([`Region::decode_frame`],
 //! [`check_cons`]); a bad one is a [`Violation`] that disconnects the peer.
 
+use sealfs_proto::frame::decode_payload;
 use super::sys::Mapping;
 use crossbeam_utils::CachePadded;
 use sealfs_proto::{FrameHeader, FrameKind, FRAME_HEADER_LEN, MAX_FRAME_LEN, PROTO_VERSION};
@@ -214,16 +215,17 @@ impl Region {
         Some(f(s))
     }
 
-    /// Reads the entry at index `idx` of `dir`, checks it, copies its frame
-    /// into `out` (header included) and returns the parsed header. The
-    /// caller publishes the new `cons` afterwards.
-    pub fn take_frame(
+    /// Reads the entry at index `idx` of `dir`, checks it and its frame
+    /// header, and decodes the frame's payload straight from the data area
+    /// (a 1 MiB write's bytes are copied once, into the decoded request).
+    /// Returns the header and the decoded message, or why the payload did
+    /// not decode. The caller publishes the new `cons` afterwards.
+    pub fn decode_frame<T: serde::de::DeserializeOwned>(
         &self,
         dir: Dir,
         idx: u64,
         kind: FrameKind,
-        out: &mut Vec<u8>,
-    ) -> Result<FrameHeader, Violation> {
+    ) -> Result<(FrameHeader, Result<T, String>), Violation> {
         let e = self.entry(dir, idx);
         let id = e.id.load(Ordering::Relaxed);
         let off = e.off.load(Ordering::Relaxed) as usize;
@@ -233,18 +235,12 @@ impl Region {
                 "entry {idx}: frame at {off}+{len} outside the {DATA_CAP}-byte area"
             )));
         }
-        out.clear();
-        out.reserve(len);
-        // SAFETY: `off..off+len` is inside the data area (checked above) and
-        // `out` has capacity for `len` bytes. The bytes may be changed
-        // concurrently by a misbehaving peer: they are plain bytes, copied
-        // once, and everything below checks the copy, not the region.
+        let mut hdr = [0u8; FRAME_HEADER_LEN];
+        // SAFETY: `off..off+FRAME_HEADER_LEN` is inside the data area
+        // (checked above); the header is copied once and checked as a copy.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.data_base(dir).add(off), out.as_mut_ptr(), len);
-            out.set_len(len);
+            std::ptr::copy_nonoverlapping(self.data_base(dir).add(off), hdr.as_mut_ptr(), FRAME_HEADER_LEN);
         }
-        let hdr: [u8; FRAME_HEADER_LEN] =
-            out[..FRAME_HEADER_LEN].try_into().expect("length checked");
         let h = FrameHeader::parse(&hdr).map_err(|e| Violation(format!("entry {idx}: {e}")))?;
         if h.kind != kind || h.id != id || h.payload_len() + FRAME_HEADER_LEN != len {
             return Err(Violation(format!(
@@ -254,7 +250,19 @@ impl Region {
                 h.payload_len() + FRAME_HEADER_LEN
             )));
         }
-        Ok(h)
+        // SAFETY: the payload range is inside the data area (checked), and
+        // the protocol gives this side sole ownership of it until `cons`
+        // moves past the entry, which the caller does after this returns;
+        // the slice does not outlive this call. A misbehaving peer writing
+        // into it meanwhile can only change bytes the decoder reads once
+        // each (postcard is a single forward pass; lengths are read before
+        // the bytes they cover and every length is checked against the
+        // slice), so it garbles its own request, never our memory.
+        let payload = unsafe {
+            std::slice::from_raw_parts(self.data_base(dir).add(off + FRAME_HEADER_LEN), h.payload_len())
+        };
+        let msg = decode_payload::<T>(payload).map_err(|e| e.to_string());
+        Ok((h, msg))
     }
 
     /// Publishes a frame already written at `off..off+len`.

@@ -30,7 +30,7 @@ use super::sys::{self, Mapping};
 use super::{ring_socket_name, RingConfig};
 use crate::tcp::{Handler, MAX_IN_FLIGHT};
 use parking_lot::Mutex;
-use sealfs_proto::frame::{decode_payload, encode_frame};
+use sealfs_proto::frame::encode_frame;
 use sealfs_proto::{Envelope, Errno, FrameKind, Reply, FRAME_HEADER_LEN};
 use std::future::Future;
 use std::io::{self, Read};
@@ -88,7 +88,6 @@ impl RingServer {
             cfg: RingConfig::from_env(),
             stop: stop.clone(),
             stats: stats.clone(),
-            frame: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("sealfs-rings".into())
@@ -289,7 +288,6 @@ struct Poller<H: Handler> {
     cfg: RingConfig,
     stop: Arc<AtomicBool>,
     stats: Arc<RingStats>,
-    frame: Vec<u8>,
 }
 
 impl<H: Handler> Poller<H> {
@@ -475,19 +473,19 @@ impl<H: Handler> Poller<H> {
             if prod == cons {
                 break;
             }
-            let h = conn
+            let (h, env) = conn
                 .region
-                .take_frame(Dir::Sq, cons, FrameKind::Request, &mut self.frame)?;
+                .decode_frame::<Envelope>(Dir::Sq, cons, FrameKind::Request)?;
             self.slots[i].sq_cons = cons + 1;
             c.sq_cons.store(cons + 1, Ordering::Release);
-            self.dispatch(&conn, h.id);
+            self.dispatch(&conn, h.id, env);
             n += 1;
         }
         Ok(n)
     }
 
-    fn dispatch(&mut self, conn: &Arc<Conn>, id: u64) {
-        let env = match decode_payload::<Envelope>(&self.frame[FRAME_HEADER_LEN..]) {
+    fn dispatch(&mut self, conn: &Arc<Conn>, id: u64, env: Result<Envelope, String>) {
+        let env = match env {
             Ok(env) => env,
             Err(e) => {
                 tracing::debug!("undecodable ring request {id}: {e}");
