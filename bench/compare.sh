@@ -249,7 +249,7 @@ sealfs_rows() { # sync policy, label suffix
   up_pid=$!
   local ok=0
   for _ in $(seq 150); do
-    "$sealfs" status --manager "127.0.0.1:$port" >/dev/null 2>&1 && { ok=1; break; }
+    "$sealfs" status --manager "127.0.0.1:$port" --expect 3 >/dev/null 2>&1 && { ok=1; break; }
     sleep 0.2
   done
   [ "$ok" = 1 ] || { cat "$work/up-$sync-r$round.log" >&2; echo "the cluster did not come up" >&2; exit 1; }

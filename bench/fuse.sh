@@ -60,7 +60,7 @@ mkdir -p "$disk/local" "$disk/bindsrc" "$disk/bindsrc-mt" "$disk/sealfs" "$work/
 port=$(( 30000 + RANDOM % 20000 ))
 "$sealfs" up --dir "$disk/sealfs" --servers "$servers" --port "$port" >"$work/up.log" 2>&1 &
 up_pid=$!
-for _ in $(seq 100); do "$sealfs" status --manager "127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.2; done
+for _ in $(seq 100); do "$sealfs" status --manager "127.0.0.1:$port" --expect "$servers" >/dev/null 2>&1 && break; sleep 0.2; done
 "$sealfs" mount "$work/m-sealfs" --manager "127.0.0.1:$port" --background --log "$work/mount.log" >/dev/null
 bindfs "$disk/bindsrc" "$work/m-bindfs"
 bindfs --multithreaded "$disk/bindsrc-mt" "$work/m-bindfs-mt"

@@ -260,7 +260,7 @@ pub fn up(a: UpArgs) -> Result<(), String> {
 
 /// `sealfs status`: one line per server; exit 0 only when every server is
 /// up in the map and answers a request.
-pub fn status(manager: &str) -> ExitCode {
+pub fn status(manager: &str, expect: usize) -> ExitCode {
     let map = match get_map(manager) {
         Ok(m) => m,
         Err(e) => {
@@ -278,7 +278,10 @@ pub fn status(manager: &str) -> ExitCode {
         io_timeout: Duration::from_secs(3),
         ..ClientConfig::default()
     };
-    let mut ok = !map.servers.is_empty();
+    let mut ok = !map.servers.is_empty() && map.servers.len() >= expect;
+    if map.servers.len() < expect {
+        println!("waiting for servers: {} of {expect} registered", map.servers.len());
+    }
     for s in &map.servers {
         let answers = s.state == ServerState::Up
             && matches!(

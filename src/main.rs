@@ -71,11 +71,18 @@ enum Cmd {
     },
     /// Start a whole local cluster (one manager, N servers) in the foreground.
     Up(cluster::UpArgs),
-    /// Show the cluster's servers; exit 0 only when every server serves.
+    /// Show the cluster's servers; exit 0 only when every server serves
+    /// (and, with `--expect N`, at least N are members).
     Status {
         /// Manager address.
         #[arg(long, env = "SEALFS_MANAGER")]
         manager: String,
+        /// Fail until at least this many servers have registered: a script
+        /// that starts N servers waits for all N, not for the first ones
+        /// (files created before a server joins stay on their old owners:
+        /// rebalancing is not built).
+        #[arg(long, default_value_t = 1)]
+        expect: usize,
     },
     /// Start a throw-away local cluster, run a small workload, print what happened.
     Demo(demo::DemoArgs),
@@ -164,7 +171,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Up(a) => cluster::up(a),
-        Cmd::Status { manager } => return cluster::status(&manager),
+        Cmd::Status { manager, expect } => return cluster::status(&manager, expect),
         Cmd::Mount(a) => return sealfs_daemon::mount_command(a),
         Cmd::Umount(a) => return sealfs_daemon::umount_command(a),
         Cmd::Demo(a) => demo::run(a),

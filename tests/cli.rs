@@ -64,6 +64,10 @@ fn up_status_and_debug_commands() {
         3,
         "{out}"
     );
+    // A script waiting for 4 servers is not told the 3-server cluster is ready.
+    let (ok, out, _) = run(&addr, &["status", "--expect", "4"]);
+    assert!(!ok && out.contains("3 of 4 registered"), "status --expect 4: {out}");
+    assert!(run(&addr, &["status", "--expect", "3"]).0);
 
     let local = dir.path().join("in.bin");
     let mut data = vec![0u8; 3 << 20];
