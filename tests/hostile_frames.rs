@@ -175,7 +175,7 @@ fn hostile_frames_are_refused_and_the_server_keeps_serving() {
             ino: 5,
             chunk: 0,
             offset: u32::MAX - 2,
-            data: vec![1; 10],
+            data: vec![1; 10].into(),
         },
     );
     assert!(

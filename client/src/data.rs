@@ -185,7 +185,7 @@ impl Client {
                 .iter()
                 .map(|pc| {
                     let s = pc.buf_off as usize;
-                    let chunk_data = data[s..s + pc.len as usize].to_vec();
+                    let chunk_data = bytes::Bytes::copy_from_slice(&data[s..s + pc.len as usize]);
                     (To::Owner, Request::Write { ino, chunk: pc.chunk, offset: pc.off, data: chunk_data })
                 })
                 .collect();

@@ -317,9 +317,10 @@ pub enum Request {
         chunk: u64,
         /// Offset inside the chunk.
         offset: u32,
-        /// The bytes; `offset + data.len()` ≤ chunk size.
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        /// The bytes; `offset + data.len()` ≤ chunk size. Shared, so a
+        /// request kept for a retry costs no copy (same wire bytes as a
+        /// `serde_bytes` vector).
+        data: bytes::Bytes,
     },
 
     // ---- per-server messages ----

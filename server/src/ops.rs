@@ -654,7 +654,7 @@ impl Node {
         blocking(move || me.data.read(ino, chunk, offset, len).map_err(se)).await
     }
 
-    async fn write(self: &Arc<Self>, ino: u64, chunk: u64, offset: u32, data: Vec<u8>) -> Res<u32> {
+    async fn write(self: &Arc<Self>, ino: u64, chunk: u64, offset: u32, data: bytes::Bytes) -> Res<u32> {
         self.check_range(offset, data.len())?;
         if data.is_empty() {
             return Ok(0);

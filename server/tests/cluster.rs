@@ -433,7 +433,7 @@ fn routing_validation_and_data() {
         ino,
         chunk: 2,
         offset: 100,
-        data: b"hello".to_vec(),
+        data: b"hello".to_vec().into(),
     };
     assert_eq!(c.req(Key::Chunk(ino, 2), w), Reply::Written(5));
     let r = Request::Read {
@@ -461,7 +461,7 @@ fn routing_validation_and_data() {
         ino,
         chunk: 2,
         offset: CHUNK,
-        data: vec![1],
+        data: vec![1].into(),
     };
     assert_eq!(c.req(Key::Chunk(ino, 2), w), err(Errno::EINVAL));
     let chunk_owner = c.owner(&Key::Chunk(ino, 2));

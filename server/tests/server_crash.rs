@@ -90,7 +90,7 @@ fn write_all(c: &Conn, ino: u64, at: u64, data: &[u8]) -> Result<(), String> {
             ino,
             chunk,
             offset: off,
-            data: data[done..done + n].to_vec(),
+            data: data[done..done + n].to_vec().into(),
         })?;
         done += n;
     }

@@ -29,7 +29,7 @@ fn pattern() -> &'static [u8] {
 impl Handler for Echo {
     async fn handle(self: Arc<Self>, env: sealfs_proto::Envelope) -> Reply {
         match env.req {
-            Request::Write { data, .. } => Reply::Data(data),
+            Request::Write { data, .. } => Reply::Data(data.to_vec()),
             Request::Read {
                 offset, len, chunk, ..
             } => {
@@ -75,7 +75,7 @@ fn write(data: Vec<u8>) -> Request {
         ino: 1,
         chunk: 0,
         offset: 0,
-        data,
+        data: data.into(),
     }
 }
 

@@ -41,7 +41,7 @@ impl Handler for Echo {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         match env.req {
-            Request::Write { data, .. } => Reply::Data(data),
+            Request::Write { data, .. } => Reply::Data(data.to_vec()),
             Request::Read { offset, len, .. } => {
                 Reply::Data(pattern()[offset as usize..][..len as usize].to_vec())
             }
@@ -128,7 +128,7 @@ fn stress_eight_threads_mixed_payloads_all_matched() {
                                     ino: t,
                                     chunk: delay,
                                     offset: 0,
-                                    data,
+                                    data: data.into(),
                                 });
                             }
                             1 => {
@@ -192,7 +192,7 @@ fn write_req(n: usize, delay_ms: u64) -> Request {
         ino: 0,
         chunk: delay_ms,
         offset: 0,
-        data: vec![0xab; n],
+        data: vec![0xab; n].into(),
     }
 }
 
@@ -470,7 +470,7 @@ fn send_then_poll_or_wait_matches_each_reply() {
         ino: 1,
         chunk: delay,
         offset: 0,
-        data: vec![n as u8; n],
+        data: vec![n as u8; n].into(),
     };
     // Polled until it arrives.
     let mut t = pool.send(0, &req(5, 0)).expect("rings can send").expect("sent");
