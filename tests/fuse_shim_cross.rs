@@ -103,10 +103,7 @@ fn files_cross_between_shim_and_mount() {
 
 /// Cases where the shim answers differently from Linux, each a limit
 /// stated in shim/README.md.
-const SHIM_KNOWN: &[(&str, &str)] = &[(
-    "perm_search_denied",
-    "search permission is checked on the parent only for namespace changes, not above it or for stat",
-)];
+const SHIM_KNOWN: &[(&str, &str)] = &[];
 
 #[test]
 fn posix_suite_per_front_end() {

@@ -90,6 +90,16 @@ pub enum Loc {
     Seal(String),
 }
 
+/// `loc`, after checking that a caller other than root may search every
+/// directory its lookup walks through from `from` (see
+/// [`crate::perm::may_search`]).
+fn searchable(loc: Loc, from: &str) -> Result<Loc, Errno> {
+    if let (Loc::Seal(p), Some((uid, gid))) = (&loc, crate::perm::caller()) {
+        crate::perm::may_search(crate::config::client()?, from, p, uid, gid)?;
+    }
+    Ok(loc)
+}
+
 /// Resolves `(dirfd, p)`; `p` non-null. `Err` for a SealFS-bound path that
 /// is malformed (not UTF-8, too long, …) or a dirfd that is no directory.
 ///
@@ -112,7 +122,7 @@ pub unsafe fn resolve(dirfd: c_int, p: *const c_char) -> Result<Loc, Errno> {
             Err(e) if unsafe { has_prefix(p) } => return Err(e),
             Err(_) => return Ok(Loc::Local),
         };
-        return Ok(strip(&n).map_or(Loc::Local, Loc::Seal));
+        return searchable(strip(&n).map_or(Loc::Local, Loc::Seal), "/");
     }
     let base = if dirfd == libc::AT_FDCWD {
         match VCWD.read().clone() {
@@ -135,7 +145,8 @@ pub unsafe fn resolve(dirfd: c_int, p: *const c_char) -> Result<Loc, Errno> {
     if s.is_empty() {
         return Err(Errno::ENOENT);
     }
-    Ok(Loc::Seal(path::join(&base, s)?))
+    let joined = path::join(&base, s)?;
+    searchable(Loc::Seal(joined), &base)
 }
 
 /// The virtual cwd (a SealFS path) if the cwd is inside SealFS.

@@ -4,8 +4,10 @@
 //! operation's own objects: read/write permission on the file opened or
 //! truncated, write and search permission on the directory a name is added
 //! to or removed from, the sticky bit, and the owner rules of chmod, chown
-//! and utimes. Search permission on the ancestors above the parent is not
-//! checked (it would cost one request per path component).
+//! and utimes; and search permission on every directory a path walks
+//! through ([`may_search`], called when a path is resolved). The search
+//! check costs one `lstat` request per directory component, for callers
+//! other than root only.
 //!
 //! Root (effective uid 0) skips every check here, as on Linux; the extra
 //! lookups these checks need are made only for other callers.
@@ -65,6 +67,38 @@ fn parent(p: &str) -> &str {
         Some(0) | None => "/",
         Some(i) => &p[..i],
     }
+}
+
+/// Search permission on every directory a lookup of `p` walks through, as
+/// Linux's path walk checks it: from `from` (the SealFS root for an
+/// absolute path, the base directory for a relative one) down to the parent
+/// of `p`. A component that is missing gives `ENOENT`, one that is not a
+/// directory `ENOTDIR`, one without search permission `EACCES`, in walk
+/// order. A relative path that climbs above its base is checked from the
+/// root.
+pub fn may_search(c: &Client, from: &str, p: &str, uid: u32, gid: u32) -> Result<(), Errno> {
+    if p == "/" {
+        return Ok(());
+    }
+    let par = parent(p);
+    let within = |base: &str| base == "/" || par == base || par.starts_with(&format!("{base}/"));
+    let from = if within(from) { from } else { "/" };
+    let mut dir = from.trim_end_matches('/').to_string();
+    let rest = par[from.len().min(par.len())..].trim_start_matches('/');
+    let walk = std::iter::once(None).chain(rest.split('/').filter(|s| !s.is_empty()).map(Some));
+    for comp in walk {
+        if let Some(comp) = comp {
+            dir.push('/');
+            dir.push_str(comp);
+        }
+        let d = if dir.is_empty() { "/" } else { dir.as_str() };
+        let i = c.lstat(d)?;
+        if i.attr.kind != FileKind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        check(&i, X, uid, gid)?;
+    }
+    Ok(())
 }
 
 /// Write and search permission on the directory that holds `p`; returns
