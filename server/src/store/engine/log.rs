@@ -255,7 +255,7 @@ impl Log {
         frees: bool,
         encode: impl FnOnce(u64, &mut Vec<u8>) -> Vec<usize>,
     ) -> Result<Appended, StoreError> {
-        let mut w = self.writer.lock();
+        let mut w = lock_briefly(&self.writer);
         let seq = w.next_seq;
         let mut buf = Vec::new();
         let rel = encode(seq, &mut buf);
@@ -312,7 +312,7 @@ impl Log {
 
     /// The commit starting at `start` is now in the index.
     pub fn published(&self, start: Pos) {
-        let mut w = self.writer.lock();
+        let mut w = lock_briefly(&self.writer);
         if let Some(c) = w.pending.get_mut(&start.raw()) {
             *c -= 1;
             if *c == 0 {
@@ -513,4 +513,30 @@ pub fn sync_dir(p: &Path) -> Result<(), StoreError> {
     File::open(p)
         .and_then(|d| d.sync_all())
         .map_err(|e| io(format!("fsync {}", p.display()), e))
+}
+
+/// How long a committer spins (yielding its core) for the writer lock
+/// before it sleeps on it. The lock is held for one `pwrite`, a few µs, but
+/// its holder is often preempted on a small machine, and a sleeping waiter
+/// costs a futex wake-up (about 50 µs on the 2-core machine this was
+/// measured on). Store bench, 100 000 creates of 4 KiB files on ext4: 2
+/// threads 90–96k/s with a plain lock, 101–115k/s spinning 50 µs,
+/// 147–148k/s spinning up to 1 ms; 8 threads 117–150k/s → 157k/s.
+const WRITER_SPIN: std::time::Duration = std::time::Duration::from_micros(1000);
+
+/// Takes `m`, spinning with `yield` for up to [`WRITER_SPIN`] first.
+fn lock_briefly<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    if let Some(g) = m.try_lock() {
+        return g;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        std::thread::yield_now();
+        if let Some(g) = m.try_lock() {
+            return g;
+        }
+        if start.elapsed() >= WRITER_SPIN {
+            return m.lock();
+        }
+    }
 }
