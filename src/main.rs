@@ -135,7 +135,17 @@ fn main() -> ExitCode {
     if !long_running {
         default_sigpipe();
     }
-    init_logs(if daemon { "info" } else { "warn" });
+    // fuser's session warns "Failed to umount filesystem: Invalid
+    // argument" when its session ends after an unmount from outside
+    // (`sealfs umount`, `fusermount3 -u`): the normal way to stop a mount,
+    // so that target logs errors only unless RUST_LOG says otherwise.
+    init_logs(if daemon {
+        "info"
+    } else if matches!(cli.cmd, Cmd::Mount(_)) {
+        "warn,fuser::session=error"
+    } else {
+        "warn"
+    });
     let res: Result<(), String> = match cli.cmd {
         Cmd::Manager { listen, dir, chunk_size, heartbeat_timeout } => {
             if chunk_size == 0 || chunk_size > sealfs_proto::frame::MAX_CHUNK_SIZE as u64 {
