@@ -135,6 +135,35 @@ impl LoopQp {
         Ok(())
     }
 
+    /// An RDMA READ (`write == false`: peer → us) or WRITE (us → peer) of
+    /// `len` bytes between our `off` and the peer's `remote`.
+    fn one_sided(
+        &mut self,
+        wr_id: u64,
+        off: usize,
+        len: usize,
+        remote: u64,
+        rkey: u32,
+        write: bool,
+    ) -> io::Result<()> {
+        let peer_id = self
+            .world
+            .lock()
+            .nodes
+            .get(&self.id)
+            .and_then(|n| n.peer)
+            .unwrap_or(0);
+        self.with_pair(wr_id, |me, them| {
+            let roff = Self::remote_range(them, remote, rkey, len, peer_id)?;
+            if write {
+                them.buf[roff..roff + len].copy_from_slice(&me.buf[off..off + len]);
+            } else {
+                me.buf[off..off + len].copy_from_slice(&them.buf[roff..roff + len]);
+            }
+            Ok(len as u32)
+        })
+    }
+
     fn remote_range(
         node: &Node,
         remote: u64,
@@ -218,18 +247,7 @@ impl Qp for LoopQp {
         remote: u64,
         rkey: u32,
     ) -> io::Result<()> {
-        let peer_id = self
-            .world
-            .lock()
-            .nodes
-            .get(&self.id)
-            .and_then(|n| n.peer)
-            .unwrap_or(0);
-        self.with_pair(wr_id, |me, them| {
-            let roff = Self::remote_range(them, remote, rkey, len, peer_id)?;
-            me.buf[off..off + len].copy_from_slice(&them.buf[roff..roff + len]);
-            Ok(len as u32)
-        })
+        self.one_sided(wr_id, off, len, remote, rkey, false)
     }
 
     fn post_write(
@@ -240,18 +258,7 @@ impl Qp for LoopQp {
         remote: u64,
         rkey: u32,
     ) -> io::Result<()> {
-        let peer_id = self
-            .world
-            .lock()
-            .nodes
-            .get(&self.id)
-            .and_then(|n| n.peer)
-            .unwrap_or(0);
-        self.with_pair(wr_id, |me, them| {
-            let roff = Self::remote_range(them, remote, rkey, len, peer_id)?;
-            them.buf[roff..roff + len].copy_from_slice(&me.buf[off..off + len]);
-            Ok(len as u32)
-        })
+        self.one_sided(wr_id, off, len, remote, rkey, true)
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
