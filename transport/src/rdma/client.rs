@@ -392,7 +392,11 @@ pub struct RdmaPool<F: Fabric> {
     cfg: ClientConfig,
     fabric: Arc<F>,
     tcp: TcpPool,
-    idle: Mutex<Vec<RdmaConn<F::Qp>>>,
+    /// Idle connections, and the process that made them: a child after
+    /// `fork` never uses its parent's queue pairs (their memory is now
+    /// copy-on-write); it forgets them, without destroying what the parent
+    /// still uses, and makes its own.
+    idle: Mutex<(u32, Vec<RdmaConn<F::Qp>>)>,
     stats: Arc<RdmaStats>,
 }
 
@@ -409,11 +413,11 @@ impl<F: Fabric> RdmaPool<F> {
             cfg: cfg.clone(),
             fabric,
             tcp: TcpPool::new(addr.to_string(), cfg.clone()),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new((std::process::id(), Vec::new())),
             stats: Arc::default(),
         };
         let c = pool.open()?;
-        pool.idle.lock().push(c);
+        pool.idle.lock().1.push(c);
         Ok(pool)
     }
 
@@ -449,7 +453,15 @@ impl<F: Fabric> RdmaPool<F> {
 
 impl<F: Fabric> Transport for RdmaPool<F> {
     fn call_many(&self, epoch: u64, reqs: Vec<Request>) -> Vec<Result<Reply, TransportError>> {
-        let popped = self.idle.lock().pop();
+        let popped = {
+            let mut idle = self.idle.lock();
+            let me = std::process::id();
+            if idle.0 != me {
+                std::mem::forget(std::mem::take(&mut idle.1));
+                idle.0 = me;
+            }
+            idle.1.pop()
+        };
         let mut conn = match popped {
             Some(c) => c,
             None => match self.open() {
@@ -463,8 +475,8 @@ impl<F: Fabric> Transport for RdmaPool<F> {
         let out = conn.call_many(epoch, reqs);
         if !conn.is_broken() {
             let mut idle = self.idle.lock();
-            if idle.len() < self.cfg.max_idle.max(1) {
-                idle.push(conn);
+            if idle.0 == std::process::id() && idle.1.len() < self.cfg.max_idle.max(1) {
+                idle.1.push(conn);
             }
         }
         out
