@@ -70,6 +70,16 @@ fn cfg(io_timeout: Duration) -> ClientConfig {
     }
 }
 
+/// A runtime serving RDMA on a fresh loopback fabric, and a pool connected
+/// to it with the given io timeout.
+fn connected(timeout: Duration) -> (tokio::runtime::Runtime, Loopback, String, RdmaPool<Loopback>) {
+    let rt = runtime();
+    let fabric = Loopback::new();
+    let addr = serve(&rt, Some(fabric.clone()));
+    let pool = RdmaPool::connect(&addr, &cfg(timeout), Arc::new(fabric.clone())).unwrap();
+    (rt, fabric, addr, pool)
+}
+
 fn write(data: Vec<u8>) -> Request {
     Request::Write {
         ino: 1,
@@ -97,15 +107,7 @@ fn data(r: Result<Reply, TransportError>) -> Vec<u8> {
 
 #[test]
 fn every_message_path_round_trips_byte_exact() {
-    let rt = runtime();
-    let fabric = Loopback::new();
-    let addr = serve(&rt, Some(fabric.clone()));
-    let pool = RdmaPool::connect(
-        &addr,
-        &cfg(Duration::from_secs(20)),
-        Arc::new(fabric.clone()),
-    )
-    .unwrap();
+    let (_rt, fabric, _, pool) = connected(Duration::from_secs(20));
     // One each: inline both ways; big request READ by the server with its
     // big echo WRITTEN back; a pipeline of big reads where the first reply
     // is written into the client's area and the others are staged, READ
@@ -153,12 +155,8 @@ fn every_message_path_round_trips_byte_exact() {
 
 #[test]
 fn threads_pipelining_random_sizes_get_their_own_replies() {
-    let rt = runtime();
-    let fabric = Loopback::new();
-    let addr = serve(&rt, Some(fabric.clone()));
-    let pool = Arc::new(
-        RdmaPool::connect(&addr, &cfg(Duration::from_secs(30)), Arc::new(fabric)).unwrap(),
-    );
+    let (_rt, _, _, pool) = connected(Duration::from_secs(30));
+    let pool = Arc::new(pool);
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let pool = pool.clone();
@@ -226,15 +224,7 @@ fn wait_endpoints(fabric: &Loopback, n: usize) {
 
 #[test]
 fn a_client_sending_garbage_is_disconnected_and_others_are_served() {
-    let rt = runtime();
-    let fabric = Loopback::new();
-    let addr = serve(&rt, Some(fabric.clone()));
-    let pool = RdmaPool::connect(
-        &addr,
-        &cfg(Duration::from_secs(20)),
-        Arc::new(fabric.clone()),
-    )
-    .unwrap();
+    let (_rt, fabric, addr, pool) = connected(Duration::from_secs(20));
     assert_eq!(data(pool.call(1, write(vec![5; 10]))), vec![5; 10]);
     wait_endpoints(&fabric, 2);
 
@@ -282,15 +272,7 @@ fn a_client_sending_garbage_is_disconnected_and_others_are_served() {
 
 #[test]
 fn a_slow_server_gives_a_timeout_and_a_fresh_connection_works() {
-    let rt = runtime();
-    let fabric = Loopback::new();
-    let addr = serve(&rt, Some(fabric.clone()));
-    let pool = RdmaPool::connect(
-        &addr,
-        &cfg(Duration::from_millis(300)),
-        Arc::new(fabric.clone()),
-    )
-    .unwrap();
+    let (_rt, _, _, pool) = connected(Duration::from_millis(300));
     let slow = Request::Read {
         ino: 1,
         chunk: 2000,
