@@ -14,7 +14,7 @@
 //!   ([`HIDDEN_DIR`]`/<ino>.<daemon pid>`) and has `hidden == true`; its last release
 //!   removes that name (libfuse's `hard_remove=off` behaviour).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The directory (at the SealFS root) that holds files unlinked while open.
 /// It is never listed and never found by lookup through the mount.
@@ -43,6 +43,10 @@ pub struct Node {
 #[derive(Debug)]
 pub struct Table {
     nodes: HashMap<u64, Node>,
+    /// The nodes with `open > 0`: an unlink or a rename looks for an open
+    /// node at its path, and scanning every node the kernel holds (50 000
+    /// after a big create) cost more than the unlink itself.
+    open_ids: HashSet<u64>,
 }
 
 impl Default for Table {
@@ -64,7 +68,10 @@ impl Table {
                 hidden: false,
             },
         );
-        Table { nodes }
+        Table {
+            nodes,
+            open_ids: HashSet::new(),
+        }
     }
 
     /// The node `id`, if the kernel still holds it.
@@ -110,6 +117,7 @@ impl Table {
     pub fn opened(&mut self, id: u64) {
         if let Some(n) = self.nodes.get_mut(&id) {
             n.open += 1;
+            self.open_ids.insert(id);
         }
     }
 
@@ -121,6 +129,7 @@ impl Table {
         if n.open > 0 {
             return None;
         }
+        self.open_ids.remove(&id);
         let hidden = n.hidden.then(|| n.path.clone());
         if n.lookups == 0 {
             self.nodes.remove(&id);
@@ -132,10 +141,11 @@ impl Table {
     /// node whose name was removed or replaced may still carry the old path
     /// until the kernel forgets it; only open nodes matter here.)
     pub fn find_open(&self, path: &str) -> Option<u64> {
-        self.nodes
-            .iter()
-            .find(|(_, n)| !n.hidden && n.open > 0 && n.path == path)
-            .map(|(id, _)| *id)
+        self.open_ids.iter().copied().find(|id| {
+            self.nodes
+                .get(id)
+                .is_some_and(|n| !n.hidden && n.open > 0 && n.path == path)
+        })
     }
 
     /// `from` was renamed to `to`: rewrite the paths of the node at `from`
@@ -188,6 +198,28 @@ mod tests {
         assert_eq!(t.path(11).unwrap(), "/z/b");
         assert_eq!(t.path(12).unwrap(), "/z/b/c");
         assert_eq!(t.path(13).unwrap(), "/ab");
+    }
+
+    #[test]
+    fn find_open_sees_only_open_unhidden_nodes() {
+        let mut t = Table::new();
+        for i in 10..1000 {
+            t.looked_up(i, &format!("/f{i}"));
+        }
+        assert_eq!(t.find_open("/f20"), None);
+        t.opened(20);
+        t.opened(20);
+        assert_eq!(t.find_open("/f20"), Some(20));
+        assert_eq!(t.released(20), None);
+        assert_eq!(t.find_open("/f20"), Some(20));
+        assert_eq!(t.released(20), None);
+        assert_eq!(t.find_open("/f20"), None);
+        t.opened(30);
+        t.hide(30, format!("{HIDDEN_DIR}/30"));
+        assert_eq!(t.find_open("/f30"), None);
+        t.opened(40);
+        t.renamed("/f40", "/g");
+        assert_eq!(t.find_open("/g"), Some(40));
     }
 
     #[test]
