@@ -53,11 +53,16 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A TCP server whose front door accepts RDMA on `fabric` (or not).
 fn serve(rt: &tokio::runtime::Runtime, fabric: Option<Loopback>) -> String {
+    serve_limited(rt, fabric, sealfs_transport::rdma::MAX_CONNS)
+}
+
+/// As [`serve`], with at most `max_conns` RDMA connections at once.
+fn serve_limited(rt: &tokio::runtime::Runtime, fabric: Option<Loopback>, max_conns: usize) -> String {
     rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let acc = fabric.map(|f| Arc::new(f) as Arc<dyn Acceptor<Echo>>);
-        let door = FrontDoor::new(Arc::new(Echo), acc);
+        let door = FrontDoor::with_limit(Arc::new(Echo), acc, max_conns);
         tokio::spawn(sealfs_transport::tcp::serve(l, door));
         addr
     })
@@ -308,4 +313,31 @@ fn a_server_without_rdma_refuses_and_still_serves_tcp() {
     }
     let tcp = TcpPool::new(addr, cfg(Duration::from_secs(5)));
     assert_eq!(data(tcp.call(1, write(vec![1, 2, 3]))), vec![1, 2, 3]);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_until_one_ends() {
+    let rt = runtime();
+    let fabric = Loopback::new();
+    let addr = serve_limited(&rt, Some(fabric.clone()), 1);
+    let c = cfg(Duration::from_secs(5));
+    let first = RdmaPool::connect(&addr, &c, Arc::new(fabric.clone())).unwrap();
+    match RdmaPool::connect(&addr, &c, Arc::new(fabric.clone())) {
+        Err(e) => assert!(e.to_string().contains("EAGAIN"), "{e}"),
+        Ok(_) => panic!("a second connection past a limit of one"),
+    }
+    assert_eq!(data(first.call(1, read(0, 10))), &pattern()[..10]);
+    // The first client goes away; its server thread notices and frees the slot.
+    drop(first);
+    let t = Instant::now();
+    let second = loop {
+        match RdmaPool::connect(&addr, &c, Arc::new(fabric.clone())) {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(t.elapsed() < Duration::from_secs(10), "slot never freed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    assert_eq!(data(second.call(1, read(3, 10))), &pattern()[3..13]);
 }

@@ -48,7 +48,7 @@ pub mod verbs;
 mod wire;
 
 pub use client::{RdmaConn, RdmaPool, RdmaStats};
-pub use server::{Acceptor, FrontDoor};
+pub use server::{Acceptor, ConnSlot, FrontDoor, MAX_CONNS};
 
 use std::io;
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use sealfs_proto::frame::encode_frame;
 use sealfs_proto::{Envelope, Errno, FrameKind, Reply, Request};
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,15 +19,30 @@ const SPIN: Duration = Duration::from_micros(250);
 /// The longest nap of an idle connection's thread.
 const MAX_NAP: Duration = Duration::from_millis(1);
 
+/// Connections a server serves at once by default: each has a thread and
+/// pins [`super::REGION_LEN`] bytes.
+pub const MAX_CONNS: usize = 256;
+
+/// Held by a connection's thread while it serves; counts live connections.
+pub struct ConnSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Accepts RDMA connections for a server whose requests `H` handles.
 pub trait Acceptor<H>: Send + Sync {
     /// Makes an endpoint connected to the client's `params`, starts serving
-    /// it, and returns the endpoint's own parameters.
+    /// it (the serving thread keeps `slot` until it ends), and returns the
+    /// endpoint's own parameters.
     fn accept(
         &self,
         params: &[u8],
         handler: Arc<H>,
         rt: tokio::runtime::Handle,
+        slot: ConnSlot,
     ) -> io::Result<Vec<u8>>;
     /// The fabric's name, for messages.
     fn fabric_name(&self) -> String;
@@ -38,6 +54,7 @@ impl<F: Fabric, H: Handler> Acceptor<H> for F {
         params: &[u8],
         handler: Arc<H>,
         rt: tokio::runtime::Handle,
+        slot: ConnSlot,
     ) -> io::Result<Vec<u8>> {
         let (mut qp, mine) = self.endpoint()?;
         self.connect(&mut qp, params)?;
@@ -45,7 +62,10 @@ impl<F: Fabric, H: Handler> Acceptor<H> for F {
         let conn = ServerConn::new(qp)?;
         std::thread::Builder::new()
             .name("sealfs-rdma".into())
-            .spawn(move || conn.run(handler, rt))?;
+            .spawn(move || {
+                let _slot = slot;
+                conn.run(handler, rt)
+            })?;
         Ok(mine)
     }
 
@@ -60,16 +80,30 @@ pub struct FrontDoor<H> {
     inner: Arc<H>,
     rdma: Option<Arc<dyn Acceptor<H>>>,
     rt: tokio::runtime::Handle,
+    live: Arc<AtomicUsize>,
+    max_conns: usize,
 }
 
 impl<H: Handler> FrontDoor<H> {
     /// Wraps `inner`; must be called inside the runtime the RDMA
     /// connections' handlers run on.
     pub fn new(inner: Arc<H>, rdma: Option<Arc<dyn Acceptor<H>>>) -> Arc<FrontDoor<H>> {
+        Self::with_limit(inner, rdma, MAX_CONNS)
+    }
+
+    /// As [`FrontDoor::new`], answering `EAGAIN` to RDMA connects beyond
+    /// `max_conns` connections at once.
+    pub fn with_limit(
+        inner: Arc<H>,
+        rdma: Option<Arc<dyn Acceptor<H>>>,
+        max_conns: usize,
+    ) -> Arc<FrontDoor<H>> {
         Arc::new(FrontDoor {
             inner,
             rdma,
             rt: tokio::runtime::Handle::current(),
+            live: Arc::new(AtomicUsize::new(0)),
+            max_conns,
         })
     }
 
@@ -77,7 +111,16 @@ impl<H: Handler> FrontDoor<H> {
         let Some(a) = &self.rdma else {
             return Reply::Err(Errno::ENOTSUP);
         };
-        match a.accept(params, self.inner.clone(), self.rt.clone()) {
+        if self.live.fetch_add(1, Ordering::AcqRel) >= self.max_conns {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(
+                "refusing an RDMA connection: {} already served",
+                self.max_conns
+            );
+            return Reply::Err(Errno::EAGAIN);
+        }
+        let slot = ConnSlot(self.live.clone());
+        match a.accept(params, self.inner.clone(), self.rt.clone(), slot) {
             Ok(p) => {
                 tracing::debug!("RDMA connection accepted on {}", a.fabric_name());
                 Reply::RdmaAccept(p)
