@@ -242,7 +242,7 @@ impl SealFs {
 
     /// Hands the kernel an entry for `inode` found at `path`.
     fn entry(&self, path: &str, inode: &Inode, reply: ReplyEntry) {
-        self.table.lock().looked_up(inode.attr.ino, path);
+        self.table.lock().looked_up(inode.attr.ino, path, inode.attr.kind == FileKind::Dir);
         reply.entry(
             &self.opts.entry_ttl,
             &file_attr(&inode.attr, false),
@@ -882,7 +882,7 @@ impl Filesystem for SealFs {
             added += 1;
             if e.name != "." && e.name != ".." {
                 // The kernel takes a reference on every other entry it is sent.
-                self.table.lock().looked_up(e.ino, &child(&dir, &e.name));
+                self.table.lock().looked_up(e.ino, &child(&dir, &e.name), e.kind == FileType::Directory);
             }
         }
         reply.ok();
@@ -973,7 +973,7 @@ impl Filesystem for SealFs {
                 let fh = self.fh();
                 {
                     let mut t = self.table.lock();
-                    t.looked_up(inode.attr.ino, &path);
+                    t.looked_up(inode.attr.ino, &path, inode.attr.kind == FileKind::Dir);
                     t.opened(inode.attr.ino);
                 }
                 self.files.lock().insert(

@@ -36,6 +36,8 @@ pub struct Node {
     pub open: u32,
     /// Unlinked while open: `path` is a hidden name to remove on last release.
     pub hidden: bool,
+    /// A directory (its renames rewrite the paths below it).
+    pub dir: bool,
 }
 
 /// The table. Not synchronised itself: the file system keeps it in a mutex
@@ -47,6 +49,10 @@ pub struct Table {
     /// node at its path, and scanning every node the kernel holds (50 000
     /// after a big create) cost more than the unlink itself.
     open_ids: HashSet<u64>,
+    /// Node ids by path, for the nodes that are not hidden: a rename finds
+    /// the node it moves without a scan (only a directory's rename walks
+    /// the table, for the paths below it).
+    by_path: HashMap<String, Vec<u64>>,
 }
 
 impl Default for Table {
@@ -66,11 +72,29 @@ impl Table {
                 lookups: 1,
                 open: 0,
                 hidden: false,
+                dir: true,
             },
         );
         Table {
             nodes,
             open_ids: HashSet::new(),
+            by_path: HashMap::from([("/".to_string(), vec![ROOT])]),
+        }
+    }
+
+    fn index(&mut self, path: &str, id: u64) {
+        let ids = self.by_path.entry(path.to_string()).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+
+    fn unindex(&mut self, path: &str, id: u64) {
+        if let Some(ids) = self.by_path.get_mut(path) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_path.remove(path);
+            }
         }
     }
 
@@ -84,19 +108,25 @@ impl Table {
         self.nodes.get(&id).map(|n| n.path.clone())
     }
 
-    /// Records one kernel lookup of `id` at `path` (a reply that hands the
-    /// kernel an entry counts as one).
-    pub fn looked_up(&mut self, id: u64, path: &str) {
+    /// Records one kernel lookup of `id` (a directory if `dir`) at `path`
+    /// (a reply that hands the kernel an entry counts as one).
+    pub fn looked_up(&mut self, id: u64, path: &str, dir: bool) {
         let n = self.nodes.entry(id).or_insert_with(|| Node {
             path: path.to_string(),
             lookups: 0,
             open: 0,
             hidden: false,
+            dir,
         });
-        if !n.hidden {
-            n.path = path.to_string();
-        }
         n.lookups += 1;
+        if n.hidden {
+            return;
+        }
+        let old = std::mem::replace(&mut n.path, path.to_string());
+        if old != path {
+            self.unindex(&old, id);
+        }
+        self.index(path, id);
     }
 
     /// The kernel forgot `count` lookups of `id`. Returns the node if it
@@ -108,7 +138,7 @@ impl Table {
         let n = self.nodes.get_mut(&id)?;
         n.lookups = n.lookups.saturating_sub(count);
         if n.lookups == 0 && n.open == 0 {
-            return self.nodes.remove(&id);
+            return self.remove(id);
         }
         None
     }
@@ -132,7 +162,7 @@ impl Table {
         self.open_ids.remove(&id);
         let hidden = n.hidden.then(|| n.path.clone());
         if n.lookups == 0 {
-            self.nodes.remove(&id);
+            self.remove(id);
         }
         hidden
     }
@@ -148,27 +178,57 @@ impl Table {
         })
     }
 
+    fn remove(&mut self, id: u64) -> Option<Node> {
+        let n = self.nodes.remove(&id)?;
+        self.open_ids.remove(&id);
+        if !n.hidden {
+            self.unindex(&n.path, id);
+        }
+        Some(n)
+    }
+
     /// `from` was renamed to `to`: rewrite the paths of the node at `from`
-    /// and of everything below it.
+    /// and, when it is a directory, of everything below it.
     pub fn renamed(&mut self, from: &str, to: &str) {
-        let prefix = format!("{}/", from.trim_end_matches('/'));
-        for n in self.nodes.values_mut() {
-            if n.hidden {
-                continue;
-            }
-            if n.path == from {
+        let moved = self.by_path.remove(from).unwrap_or_default();
+        let mut any_dir = false;
+        for id in moved {
+            if let Some(n) = self.nodes.get_mut(&id) {
                 n.path = to.to_string();
-            } else if let Some(rest) = n.path.strip_prefix(&prefix) {
-                n.path = format!("{}/{}", to.trim_end_matches('/'), rest);
+                any_dir |= n.dir;
+                self.index(to, id);
+            }
+        }
+        if !any_dir {
+            return;
+        }
+        let prefix = format!("{}/", from.trim_end_matches('/'));
+        let below: Vec<String> = self
+            .by_path
+            .keys()
+            .filter(|p| p.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for old in below {
+            let new = format!("{}/{}", to.trim_end_matches('/'), &old[prefix.len()..]);
+            for id in self.by_path.remove(&old).unwrap_or_default() {
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.path = new.clone();
+                    self.index(&new, id);
+                }
             }
         }
     }
 
     /// Node `id` now lives at the hidden name `path`.
     pub fn hide(&mut self, id: u64, path: String) {
-        if let Some(n) = self.nodes.get_mut(&id) {
-            n.path = path;
-            n.hidden = true;
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut n.path, path);
+        let was_hidden = std::mem::replace(&mut n.hidden, true);
+        if !was_hidden {
+            self.unindex(&old, id);
         }
     }
 }
@@ -189,22 +249,39 @@ mod tests {
     #[test]
     fn rename_rewrites_descendants() {
         let mut t = Table::new();
-        t.looked_up(10, "/a");
-        t.looked_up(11, "/a/b");
-        t.looked_up(12, "/a/b/c");
-        t.looked_up(13, "/ab");
+        t.looked_up(10, "/a", true);
+        t.looked_up(11, "/a/b", true);
+        t.looked_up(12, "/a/b/c", false);
+        t.looked_up(13, "/ab", false);
         t.renamed("/a", "/z");
         assert_eq!(t.path(10).unwrap(), "/z");
         assert_eq!(t.path(11).unwrap(), "/z/b");
         assert_eq!(t.path(12).unwrap(), "/z/b/c");
         assert_eq!(t.path(13).unwrap(), "/ab");
+        // A file's rename moves that node only; the index follows.
+        t.renamed("/z/b/c", "/c2");
+        assert_eq!(t.path(12).unwrap(), "/c2");
+        t.renamed("/z", "/y");
+        assert_eq!(t.path(11).unwrap(), "/y/b");
+        assert_eq!(t.path(12).unwrap(), "/c2");
+        // A node that left the table is no longer renamed.
+        assert!(t.forget(11, 1).is_some());
+        t.renamed("/y", "/x");
+        assert_eq!(t.path(10).unwrap(), "/x");
+        t.looked_up(11, "/x/b", true);
+        assert_eq!(t.path(11).unwrap(), "/x/b");
+        // A hidden node keeps its hidden name through renames.
+        t.opened(12);
+        t.hide(12, format!("{HIDDEN_DIR}/12"));
+        t.renamed("/c2", "/c3");
+        assert_eq!(t.path(12).unwrap(), format!("{HIDDEN_DIR}/12"));
     }
 
     #[test]
     fn find_open_sees_only_open_unhidden_nodes() {
         let mut t = Table::new();
         for i in 10..1000 {
-            t.looked_up(i, &format!("/f{i}"));
+            t.looked_up(i, &format!("/f{i}"), false);
         }
         assert_eq!(t.find_open("/f20"), None);
         t.opened(20);
@@ -225,7 +302,7 @@ mod tests {
     #[test]
     fn forget_and_release_keep_open_nodes() {
         let mut t = Table::new();
-        t.looked_up(10, "/f");
+        t.looked_up(10, "/f", false);
         t.opened(10);
         assert!(t.forget(10, 1).is_none());
         assert!(t.get(10).is_some());
