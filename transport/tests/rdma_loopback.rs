@@ -7,41 +7,17 @@
 //! time, and a server without RDMA. The ibverbs fabric cannot run here (no
 //! device); it sits under the same trait.
 
+mod common;
+
+use common::{pattern, Echo};
 use rand::{Rng, SeedableRng};
-use sealfs_proto::{Errno, Reply, Request};
+use sealfs_proto::{Reply, Request};
 use sealfs_transport::rdma::loopback::Loopback;
 use sealfs_transport::rdma::{Acceptor, Fabric, FrontDoor, Qp, RdmaPool, INLINE, SEND_OFF};
-use sealfs_transport::tcp::{Handler, TcpPool};
+use sealfs_transport::tcp::TcpPool;
 use sealfs_transport::{ClientConfig, Transport, TransportError};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Echo;
-
-fn pattern() -> &'static [u8] {
-    static P: OnceLock<Vec<u8>> = OnceLock::new();
-    P.get_or_init(|| {
-        let mut r = rand::rngs::StdRng::seed_from_u64(11);
-        (0..5 << 20).map(|_| r.gen()).collect()
-    })
-}
-
-impl Handler for Echo {
-    async fn handle(self: Arc<Self>, env: sealfs_proto::Envelope) -> Reply {
-        match env.req {
-            Request::Write { data, .. } => Reply::Data(data.to_vec()),
-            Request::Read {
-                offset, len, chunk, ..
-            } => {
-                if chunk > 0 {
-                    tokio::time::sleep(Duration::from_millis(chunk)).await;
-                }
-                Reply::Data(pattern()[offset as usize..][..len as usize].to_vec())
-            }
-            _ => Reply::Err(Errno::ENOSYS),
-        }
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -6,50 +6,18 @@
 //! `SEALFS_RING_STRESS_N` sets the requests per stress thread (default
 //! 100 000, the full run: about 15 s here).
 
+mod common;
+
+use common::{pattern, Echo};
 use rand::{Rng, SeedableRng};
 use sealfs_proto::{Errno, Reply, Request};
 use sealfs_transport::shm::testing::RawRing;
 use sealfs_transport::shm::{RingServer, ShmPool};
-use sealfs_transport::tcp::Handler;
 use sealfs_transport::{ClientConfig, Transport, TransportError};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The echo handler: `Write` echoes its data, `Read` returns `len` bytes of
-/// the shared pattern starting at `offset`, `GetAttr` echoes the path, and
-/// `chunk` on a `Read`/`Write` asks for a delay (in ms, through a tokio
-/// timer, so the reply comes from a task instead of the poller).
-struct Echo;
-
-fn pattern() -> &'static [u8] {
-    static P: OnceLock<Vec<u8>> = OnceLock::new();
-    P.get_or_init(|| {
-        let mut r = rand::rngs::StdRng::seed_from_u64(7);
-        (0..2 << 20).map(|_| r.gen()).collect()
-    })
-}
-
-impl Handler for Echo {
-    async fn handle(self: Arc<Self>, env: sealfs_proto::Envelope) -> Reply {
-        let delay = match &env.req {
-            Request::Read { chunk, .. } | Request::Write { chunk, .. } => *chunk,
-            _ => 0,
-        };
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        match env.req {
-            Request::Write { data, .. } => Reply::Data(data.to_vec()),
-            Request::Read { offset, len, .. } => {
-                Reply::Data(pattern()[offset as usize..][..len as usize].to_vec())
-            }
-            Request::GetAttr { path } => Reply::Data(path.into_bytes()),
-            _ => Reply::Err(Errno::ENOSYS),
-        }
-    }
-}
 
 fn unique_addr(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
