@@ -9,23 +9,15 @@
 
 mod common;
 
-use common::{pattern, Echo};
+use common::{cfg, pattern, runtime, Echo};
 use rand::{Rng, SeedableRng};
 use sealfs_proto::{Reply, Request};
 use sealfs_transport::rdma::loopback::Loopback;
 use sealfs_transport::rdma::{Acceptor, Fabric, FrontDoor, Qp, RdmaPool, INLINE, SEND_OFF};
 use sealfs_transport::tcp::TcpPool;
-use sealfs_transport::{ClientConfig, Transport, TransportError};
+use sealfs_transport::{Transport, TransportError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A TCP server whose front door accepts RDMA on `fabric` (or not).
 fn serve(rt: &tokio::runtime::Runtime, fabric: Option<Loopback>) -> String {
@@ -42,13 +34,6 @@ fn serve_limited(rt: &tokio::runtime::Runtime, fabric: Option<Loopback>, max_con
         tokio::spawn(sealfs_transport::tcp::serve(l, door));
         addr
     })
-}
-
-fn cfg(io_timeout: Duration) -> ClientConfig {
-    ClientConfig {
-        io_timeout,
-        ..ClientConfig::default()
-    }
 }
 
 /// A runtime serving RDMA on a fresh loopback fabric, and a pool connected

@@ -8,12 +8,12 @@
 
 mod common;
 
-use common::{pattern, Echo};
+use common::{cfg, pattern, runtime, Echo};
 use rand::{Rng, SeedableRng};
 use sealfs_proto::{Errno, Reply, Request};
 use sealfs_transport::shm::testing::RawRing;
 use sealfs_transport::shm::{RingServer, ShmPool};
-use sealfs_transport::{ClientConfig, Transport, TransportError};
+use sealfs_transport::{Transport, TransportError};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -28,25 +28,10 @@ fn unique_addr(tag: &str) -> String {
     )
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn start(rt: &tokio::runtime::Runtime, tag: &str) -> (RingServer, String) {
     let addr = unique_addr(tag);
     let s = RingServer::start(&addr, Arc::new(Echo), rt.handle().clone()).expect("ring server");
     (s, addr)
-}
-
-fn cfg(io_timeout: Duration) -> ClientConfig {
-    ClientConfig {
-        io_timeout,
-        ..ClientConfig::default()
-    }
 }
 
 /// Payload sizes from 0 B to 1 MiB, log-uniform (so small and large both

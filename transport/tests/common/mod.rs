@@ -1,8 +1,10 @@
-//! The echo handler the transport tests serve, and its data pattern.
+//! What the transport tests share: the echo handler they serve, its data
+//! pattern, a runtime and a client configuration.
 
 use rand::{Rng, SeedableRng};
 use sealfs_proto::{Errno, Reply, Request};
 use sealfs_transport::tcp::Handler;
+use sealfs_transport::ClientConfig;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -38,5 +40,22 @@ impl Handler for Echo {
             Request::GetAttr { path } => Reply::Data(path.into_bytes()),
             _ => Reply::Err(Errno::ENOSYS),
         }
+    }
+}
+
+/// A two-worker runtime for the servers under test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The default client configuration with `io_timeout`.
+pub fn cfg(io_timeout: Duration) -> ClientConfig {
+    ClientConfig {
+        io_timeout,
+        ..ClientConfig::default()
     }
 }
