@@ -220,6 +220,42 @@ fn small_files_share_segments() {
     }
 }
 
+/// The bound: at most 64 bytes of index region per small file,
+/// counting all three of its keys (inode record, directory entry, data),
+/// which on a one-server cluster all sit in this server's two indexes.
+#[test]
+fn index_costs_at_most_64_bytes_per_small_file() {
+    let d = tempfile::tempdir().unwrap();
+    let m = meta(d.path());
+    let s = data(d.path(), 64 << 10);
+    let mut worst = 0f64;
+    let n = 60_000u64;
+    for ino in 1..=n {
+        let name = format!("f{ino}");
+        m.commit(&[
+            MetaOp::PutInode(format!("/d/{name}"), InodeRecord::normal(inode(ino, FileKind::File))),
+            MetaOp::PutEntry(
+                "/d".into(),
+                DirEntry {
+                    name,
+                    kind: FileKind::File,
+                    ino,
+                },
+            ),
+        ])
+        .unwrap();
+        s.write(ino, 0, 0, &[7u8; 100]).unwrap();
+        if ino >= 10_000 && ino % 1000 == 0 {
+            let bytes = m.engine().stats().index_bytes
+                + s.engine().map_or(0, |e| e.stats().index_bytes);
+            worst = worst.max(bytes as f64 / ino as f64);
+        }
+    }
+    assert!(worst <= 64.0, "{worst:.1} bytes of index per file");
+    assert_eq!(names(&m, "/d", None, 10).len(), 10);
+    assert_eq!(s.read(n, 0, 0, 200).unwrap(), vec![7u8; 100]);
+}
+
 fn walk(p: &Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(p).unwrap() {

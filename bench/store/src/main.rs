@@ -117,6 +117,8 @@ trait Target: Send + Sync {
     fn stat(&self, t: u64, i: u64);
     fn read(&self, t: u64, i: u64);
     fn delete(&self, t: u64, i: u64);
+    /// Said after the create phase (sizes).
+    fn report(&self, _files: u64) {}
 }
 
 fn ino_of(t: u64, i: u64) -> u64 {
@@ -170,6 +172,16 @@ impl Target for EngineTarget {
             ])
             .unwrap();
         self.data.remove(ino_of(t, i)).unwrap();
+    }
+    fn report(&self, files: u64) {
+        let m = self.meta.engine().stats().index_bytes;
+        let d = self.data.engine().map_or(0, |e| e.stats().index_bytes);
+        eprintln!(
+            "  index: {:.1} bytes per file (meta index {:.1} MiB, data index {:.1} MiB)",
+            (m + d) as f64 / files.max(1) as f64,
+            m as f64 / 1048576.0,
+            d as f64 / 1048576.0
+        );
     }
 }
 
@@ -306,6 +318,9 @@ fn run_phases(target: Arc<dyn Target>, files: u64, threads: u64) -> [f64; 4] {
         }
         *rate = (per * threads) as f64 / start.elapsed().as_secs_f64();
         eprintln!("  {:<13} {:>12.0} ops/s", PHASES[p], rate);
+        if p == 0 {
+            target.report(per * threads);
+        }
     }
     out
 }
@@ -489,11 +504,12 @@ fn restart(a: &Args) {
     assert!(m.get_inode("/r0/f1").unwrap().is_some());
     println!();
     println!(
-        "restart with {n} files ({} keys, {:.0} MiB log, {:.0} MiB index = {:.0} bytes/key):",
+        "restart with {n} files ({} keys, {:.0} MiB log, {:.1} MiB index = {:.1} bytes/key, {:.1} bytes/file):",
         st.keys,
         st.segment_bytes as f64 / 1048576.0,
         st.index_bytes as f64 / 1048576.0,
-        st.index_bytes as f64 / st.keys.max(1) as f64
+        st.index_bytes as f64 / st.keys.max(1) as f64,
+        st.index_bytes as f64 / n.max(1) as f64
     );
     println!("| restart | time |");
     println!("|---|---|");

@@ -5,18 +5,19 @@
 //!
 //! | key                      | value             | slot tag / group          |
 //! | ------------------------ | ----------------- | ------------------------- |
-//! | `I` path                 | [`InodeRecord`]   | `TAG_INODE` (+`UNSETTLED`)|
+//! | `I` path                 | [`InodeRecord`]   | `TAG_INODE` or `TAG_UNSETTLED` |
 //! | `E` dir `\0` name        | `(FileKind, ino)` | `TAG_ENTRY`, hash of dir  |
 //! | `C` `ino_reserved`       | `u64` LE          | `TAG_INFO`                |
 //!
 //! Listings: a directory's names are loaded on first use into an ordered
-//! in-memory set, by one pass over the index picking the slots whose group
-//! is the directory's hash (no log scan; only that directory's records are
-//! read), and kept up to date by commits. Chosen over entry-page records
+//! in-memory set, by one pass over the index picking the entry slots whose
+//! group bits match the directory's hash (no log scan; only the records of
+//! that directory, and of about 1 in 4096 others, are read), and kept up to
+//! date by commits. Chosen over entry-page records
 //! because a create then appends one small record instead of rewriting a
 //! page, and over per-directory record chains because compaction moves
 //! records freely. The unsettled (non-Normal) records are found the same
-//! way at open, through their slot flag.
+//! way at open, through their slot tag.
 
 use super::engine::{Engine, EngineOptions, Op};
 use super::{EntryValue, InodeRecord, MetaOp, MetaStore, StoreError};
@@ -29,8 +30,8 @@ use std::path::Path;
 const TAG_INODE: u16 = 1;
 const TAG_ENTRY: u16 = 2;
 const TAG_INFO: u16 = 3;
-/// Tag flag: the inode record is not Normal.
-const UNSETTLED: u16 = 0x100;
+/// The tag of an inode record that is not Normal.
+const TAG_UNSETTLED: u16 = 5;
 const KEY_INO_RESERVED: &[u8] = b"Cino_reserved";
 /// Most directory entries held in the listing cache.
 const MAX_CACHED_ENTRIES: usize = 4 << 20;
@@ -104,7 +105,7 @@ impl LogMetaStore {
             .map_err(|e| StoreError::io(format!("create {}", index_dir.display()), e))?;
         let eng = Engine::open(&meta_dir.join("log"), &index_dir.join("meta.index"), opts)?;
         let mut unsettled = BTreeSet::new();
-        for (key, _) in eng.collect(|tag, _| tag & UNSETTLED != 0)? {
+        for (key, _) in eng.collect(|tag| tag == TAG_UNSETTLED, None)? {
             if let Some(p) = key.strip_prefix(b"I") {
                 unsettled.insert(String::from_utf8_lossy(p).into_owned());
             }
@@ -136,7 +137,7 @@ impl LogMetaStore {
             let mut names = Names::new();
             for (key, got) in self
                 .eng
-                .collect(|tag, group| tag == TAG_ENTRY && group == g)?
+                .collect(|tag| tag == TAG_ENTRY, Some(g))?
             {
                 if let Some(name) = key.strip_prefix(prefix.as_slice()) {
                     let name = String::from_utf8_lossy(name).into_owned();
@@ -307,7 +308,7 @@ impl MetaStore for LogMetaStore {
                     tag: if rec.is_normal() {
                         TAG_INODE
                     } else {
-                        TAG_INODE | UNSETTLED
+                        TAG_UNSETTLED
                     },
                     group: 0,
                 },

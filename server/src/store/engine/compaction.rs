@@ -1,5 +1,5 @@
-//! Background work: the replay checkpoint in the index header, the
-//! periodic log sync (when [`super::EngineOptions::sync_interval`] is set),
+//! Background work: the replay checkpoint in the index header, shrinking
+//! an index that deletes left sparse, the periodic log sync (when [`super::EngineOptions::sync_interval`] is set),
 //! and compaction of mostly-dead segments.
 //!
 //! Compaction picks the sealed segment with the smallest live fraction while
@@ -35,6 +35,7 @@ pub(crate) fn run(inner: Arc<Inner>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(inner.opts.tick);
         super::kv::checkpoint(&inner);
+        super::kv::maybe_shrink(&inner);
         if let Some(every) = inner.opts.sync_interval {
             if last_sync.elapsed() >= every {
                 last_sync = std::time::Instant::now();
@@ -66,6 +67,7 @@ pub(crate) fn compact_all(inner: &Inner) -> Result<(), StoreError> {
         }
         compact_segment(inner, id, &never)?;
     }
+    super::kv::maybe_shrink(inner);
     Ok(())
 }
 

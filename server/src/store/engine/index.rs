@@ -1,90 +1,131 @@
 //! The persistent-memory index: an open-addressing hash table (linear
-//! probing) in a memory-mapped file, from a key's 64-bit hash to where its
-//! live record is in the log. A slot is [`SLOT_LEN`] bytes; the full key
-//! lives only in the record, so every lookup verifies it there.
+//! probing) in a memory-mapped file, from a key's hash to where its live
+//! record is in the log. A slot is [`SLOT_LEN`] = 16 bytes; the full key
+//! lives only in the record, so a lookup verifies it there.
 //!
 //! Layout (little-endian; also in `docs/store.md`): a header page
 //! ([`IDX_HEADER_LEN`] bytes: magic, version, slot length, capacity, log
 //! id, boot id, clean flag, replay position, next sequence number, table
-//! CRC, header CRC), then `capacity` slots of
-//! `hash u64 | seg u32 | off u32 | len u32 | group u32 | tag u16 | pad u16 | state u32`.
+//! CRC, header CRC), then `capacity` slots of two words:
+//! `pos u64` (segment << 32 | offset; 0 empty, all ones deleted), then
+//! `meta u64` = `hash u32 | tag u4 | group u12 | len/8 u16`. The table's
+//! capacity is any number of slots: a key's home slot is
+//! `hash * capacity >> 32`, so the table grows by a quarter, not by two,
+//! and stays between [`TARGET_LOAD_PCT`] and [`MAX_LOAD_PCT`] full.
 //!
-//! Crash ordering: a slot is published by writing its fields and then its
-//! `state` word last (after a release fence); deletion writes only the state
-//! word (`DELETED`, never a backward shift, so a crash cannot lose another
-//! key's slot). A slot torn by a crash belongs to a commit at or after the
-//! header's replay position, which recovery re-applies. The header says
-//! `clean` only after the table was flushed (`msync`) with its CRC; it is
-//! made dirty (and flushed) before the first change after open.
+//! Crash ordering: a slot is published by writing its `meta` word and then
+//! its `pos` word, with one 8-byte store after a release fence, so a slot
+//! never points at half an address. Deletion writes only `pos` (deleted,
+//! never a backward shift, so a crash cannot lose another key's slot). A
+//! replace that a crash cut between the two words points at the key's old
+//! record with the new tag: it belongs to a commit at or after the header's
+//! replay position, which recovery re-applies. The header says `clean` only
+//! after the table was flushed (`msync`) with its CRC; it is made dirty
+//! (and flushed) before the first change after open.
 
 use super::log::Pos;
+use super::record::REC_ALIGN;
 use super::sys;
 use crate::store::StoreError;
 use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 /// `"SEALIDX1"`.
 pub const IDX_MAGIC: &[u8; 8] = b"SEALIDX1";
-/// Layout version of the index file.
-pub const IDX_VERSION: u32 = 1;
+/// Layout version of the index file (2: 16-byte slots).
+pub const IDX_VERSION: u32 = 2;
 /// Length of the header page.
 pub const IDX_HEADER_LEN: usize = 4096;
 /// Length of a slot.
-pub const SLOT_LEN: usize = 32;
-/// Grow (rehash into a table twice as large) above this fill.
-pub const MAX_LOAD_PCT: u64 = 70;
+pub const SLOT_LEN: usize = 16;
+/// Rehash when valid + deleted slots pass this fill.
+pub const MAX_LOAD_PCT: u64 = 90;
+/// Fill of the table a rehash makes (live slots only).
+pub const TARGET_LOAD_PCT: u64 = 76;
 /// Smallest table.
 pub const MIN_CAPACITY: u64 = 1024;
+/// Largest tag a slot keeps.
+pub const MAX_TAG: u16 = 15;
+/// Bits of the group a slot keeps.
+pub const GROUP_BITS: u32 = 12;
+/// Longest record length a slot keeps (longer ones are stored as 0 and
+/// read from the record's header).
+pub const MAX_SLOT_LEN: u32 = 0xffff * REC_ALIGN as u32;
 
-/// Slot state: never used (ends a probe).
-pub const EMPTY: u32 = 0;
-/// Slot state: deleted (a probe continues past it).
-pub const DELETED: u32 = 1;
-/// Slot state: valid.
-pub const VALID: u32 = 0x5641_4c44;
+/// `pos` word of a never-used slot (ends a probe).
+const EMPTY: u64 = 0;
+/// `pos` word of a deleted slot (a probe continues past it).
+const DELETED: u64 = u64::MAX;
 
-/// One slot.
+/// One valid slot, unpacked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
-    /// The key's hash.
-    pub hash: u64,
+    /// The high 32 bits of the key's hash ([`slot_hash`]).
+    pub hash: u32,
     /// Segment of the record.
     pub seg: u32,
     /// Offset of the record.
     pub off: u32,
-    /// Length of the record (padding included).
+    /// Length of the record (padding included), or 0 when it is longer
+    /// than [`MAX_SLOT_LEN`].
     pub len: u32,
-    /// The user's group hash (e.g. a directory's, for listings).
-    pub group: u32,
-    /// The user's tag (kind of key and flags).
-    pub tag: u16,
-    /// [`EMPTY`], [`DELETED`] or [`VALID`].
-    pub state: u32,
+    /// The low [`GROUP_BITS`] of the user's group hash (a filter: the
+    /// record holds all of it).
+    pub group: u16,
+    /// The user's tag (kind of key), at most [`MAX_TAG`].
+    pub tag: u8,
+}
+
+/// The part of a key's 64-bit hash the index keeps.
+pub fn slot_hash(key_hash: u64) -> u32 {
+    (key_hash >> 32) as u32
+}
+
+/// The slot form of a group hash.
+pub fn group_bits(group: u32) -> u16 {
+    (group & ((1 << GROUP_BITS) - 1)) as u16
 }
 
 impl Slot {
     /// The live slot of a record just appended at (`seg`, `off`).
     pub(crate) fn of_record(h: &super::record::RecHeader, key: &[u8], seg: u32, off: u32) -> Slot {
+        let len = h.total_len() as u64;
         Slot {
-            hash: super::kv::key_hash(key),
+            hash: slot_hash(super::kv::key_hash(key)),
             seg,
             off,
-            len: h.total_len() as u32,
-            group: h.group,
-            tag: h.tag,
-            state: 0,
+            len: if len <= u64::from(MAX_SLOT_LEN) { len as u32 } else { 0 },
+            group: group_bits(h.group),
+            tag: h.tag.min(MAX_TAG) as u8,
         }
     }
-}
 
-impl Slot {
     /// Where the record is.
     pub fn pos(&self) -> Pos {
         Pos {
             seg: self.seg,
             off: self.off,
+        }
+    }
+
+    fn meta_word(&self) -> u64 {
+        u64::from(self.hash)
+            | u64::from(self.tag & 0xf) << 32
+            | u64::from(self.group) << 36
+            | u64::from(self.len / REC_ALIGN as u32) << 48
+    }
+
+    fn unpack(pos: u64, meta: u64) -> Slot {
+        let p = Pos::from_raw(pos);
+        Slot {
+            hash: meta as u32,
+            seg: p.seg,
+            off: p.off,
+            len: ((meta >> 48) as u32) * REC_ALIGN as u32,
+            group: ((meta >> 36) & ((1 << GROUP_BITS) - 1)) as u16,
+            tag: ((meta >> 32) & 0xf) as u8,
         }
     }
 }
@@ -145,10 +186,11 @@ fn io(what: String, e: std::io::Error) -> StoreError {
 }
 
 impl Index {
-    /// Creates a new, empty table at `path` (replacing any file there),
-    /// dirty, with `hdr`.
+    /// Creates a new, empty table of `cap` slots (at least
+    /// [`MIN_CAPACITY`]) at `path` (replacing any file there), dirty, with
+    /// `hdr`.
     pub fn create(path: &Path, cap: u64, hdr: &HeaderInfo) -> Result<Index, StoreError> {
-        let cap = cap.max(MIN_CAPACITY).next_power_of_two();
+        let cap = cap.clamp(MIN_CAPACITY, u64::from(u32::MAX));
         let len = IDX_HEADER_LEN as u64 + cap * SLOT_LEN as u64;
         let f = OpenOptions::new()
             .read(true)
@@ -202,8 +244,7 @@ impl Index {
             ));
         }
         let cap = rd64(h, H_CAP);
-        if !cap.is_power_of_two()
-            || cap < MIN_CAPACITY
+        if !(MIN_CAPACITY..=u64::from(u32::MAX)).contains(&cap)
             || IDX_HEADER_LEN as u64 + cap * SLOT_LEN as u64 != flen
         {
             return Err(format!(
@@ -227,13 +268,13 @@ impl Index {
             used: 0,
         };
         for i in 0..cap as usize {
-            match ix.slot(i).state {
+            match ix.pos_word(i) {
                 EMPTY => {}
-                VALID => {
+                DELETED => ix.used += 1,
+                _ => {
                     ix.live += 1;
                     ix.used += 1;
                 }
-                _ => ix.used += 1,
             }
         }
         Ok((ix, info))
@@ -284,56 +325,74 @@ impl Index {
         IDX_HEADER_LEN as u64 + self.cap * SLOT_LEN as u64
     }
 
-    /// Slot `i`.
-    pub fn slot(&self, i: usize) -> Slot {
-        let b = &self.map[IDX_HEADER_LEN + i * SLOT_LEN..IDX_HEADER_LEN + (i + 1) * SLOT_LEN];
-        Slot {
-            hash: rd64(b, 0),
-            seg: rd32(b, 8),
-            off: rd32(b, 12),
-            len: rd32(b, 16),
-            group: rd32(b, 20),
-            tag: u16::from_le_bytes([b[24], b[25]]),
-            state: rd32(b, 28),
+    fn at(i: usize) -> usize {
+        IDX_HEADER_LEN + i * SLOT_LEN
+    }
+
+    fn pos_word(&self, i: usize) -> u64 {
+        rd64(&self.map, Self::at(i))
+    }
+
+    /// Slot `i`, if it is valid.
+    pub fn slot(&self, i: usize) -> Option<Slot> {
+        match self.pos_word(i) {
+            EMPTY | DELETED => None,
+            pos => Some(Slot::unpack(pos, rd64(&self.map, Self::at(i) + 8))),
         }
     }
 
-    fn set_state(&mut self, i: usize, state: u32) {
+    /// Stores slot `i`'s `pos` word with one 8-byte store, after a release
+    /// fence that orders the `meta` word written before it.
+    fn set_pos(&mut self, i: usize, pos: u64) {
         fence(Ordering::Release);
-        let at = IDX_HEADER_LEN + i * SLOT_LEN + 28;
-        self.map[at..at + 4].copy_from_slice(&state.to_le_bytes());
+        let at = Self::at(i);
+        let word = &mut self.map[at..at + 8];
+        // SAFETY: `word` is 8 bytes inside the mapping, borrowed mutably
+        // (no other reference to it exists), and 8-byte aligned: the
+        // mapping starts on a page, the header is a page and slots are 16
+        // bytes. An `AtomicU64` has the size and alignment of a `u64`.
+        let a = unsafe { &*(word.as_mut_ptr() as *const AtomicU64) };
+        a.store(pos.to_le(), Ordering::Relaxed);
     }
 
-    /// Writes a slot's fields, then its state word last.
+    /// Writes a slot's `meta` word, then its `pos` word last.
     fn write_slot(&mut self, i: usize, s: &Slot) {
-        let at = IDX_HEADER_LEN + i * SLOT_LEN;
-        let b = &mut self.map[at..at + SLOT_LEN];
-        b[0..8].copy_from_slice(&s.hash.to_le_bytes());
-        b[8..12].copy_from_slice(&s.seg.to_le_bytes());
-        b[12..16].copy_from_slice(&s.off.to_le_bytes());
-        b[16..20].copy_from_slice(&s.len.to_le_bytes());
-        b[20..24].copy_from_slice(&s.group.to_le_bytes());
-        b[24..26].copy_from_slice(&s.tag.to_le_bytes());
-        b[26..28].copy_from_slice(&[0, 0]);
-        self.set_state(i, VALID);
+        let at = Self::at(i) + 8;
+        self.map[at..at + 8].copy_from_slice(&s.meta_word().to_le_bytes());
+        self.set_pos(i, s.pos().raw());
+    }
+
+    /// The home slot of `hash`.
+    fn home(&self, hash: u32) -> usize {
+        ((u64::from(hash) * self.cap) >> 32) as usize
     }
 
     /// The valid slot of the key with `hash` for which `is_key` says yes.
     pub fn find(
         &self,
-        hash: u64,
+        hash: u32,
         mut is_key: impl FnMut(&Slot) -> Result<bool, StoreError>,
     ) -> Result<Option<(usize, Slot)>, StoreError> {
-        let mask = (self.cap - 1) as usize;
-        let mut i = hash as usize & mask;
-        for _ in 0..self.cap {
-            let s = self.slot(i);
-            match s.state {
-                EMPTY => return Ok(None),
-                VALID if s.hash == hash && is_key(&s)? => return Ok(Some((i, s))),
-                _ => {}
+        let cap = self.cap as usize;
+        let mut i = self.home(hash);
+        for _ in 0..cap {
+            let pos = self.pos_word(i);
+            if pos == EMPTY {
+                return Ok(None);
             }
-            i = (i + 1) & mask;
+            if pos != DELETED {
+                let meta = rd64(&self.map, Self::at(i) + 8);
+                if meta as u32 == hash {
+                    let s = Slot::unpack(pos, meta);
+                    if is_key(&s)? {
+                        return Ok(Some((i, s)));
+                    }
+                }
+            }
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
         }
         Ok(None)
     }
@@ -346,19 +405,22 @@ impl Index {
     /// Inserts `s` for a key known to be absent. Fails only when the table
     /// is full (the caller grows first).
     pub fn insert(&mut self, s: &Slot) -> Result<usize, StoreError> {
-        let mask = (self.cap - 1) as usize;
-        let mut i = s.hash as usize & mask;
-        for _ in 0..self.cap {
-            let st = self.slot(i).state;
-            if st != VALID {
-                if st == EMPTY {
+        let cap = self.cap as usize;
+        let mut i = self.home(s.hash);
+        for _ in 0..cap {
+            let pos = self.pos_word(i);
+            if pos == EMPTY || pos == DELETED {
+                if pos == EMPTY {
                     self.used += 1;
                 }
                 self.write_slot(i, s);
                 self.live += 1;
                 return Ok(i);
             }
-            i = (i + 1) & mask;
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
         }
         Err(StoreError::io(
             "index insert",
@@ -368,33 +430,36 @@ impl Index {
 
     /// Deletes slot `i`.
     pub fn remove(&mut self, i: usize) {
-        self.set_state(i, DELETED);
+        self.set_pos(i, DELETED);
         self.live -= 1;
     }
 
-    /// Whether one more insert would pass the load limit.
-    pub fn needs_grow(&self) -> bool {
-        (self.used + 1) * 100 > self.cap * MAX_LOAD_PCT
+    /// Whether `extra` more inserts would pass the load limit.
+    pub fn needs_grow_by(&self, extra: u64) -> bool {
+        (self.used + extra) * 100 > self.cap * MAX_LOAD_PCT
     }
 
-    /// A new table at `path` holding every valid slot of this one, sized
-    /// for the live slots at half load.
-    pub fn rehash(&self, path: &Path, hdr: &HeaderInfo) -> Result<Index, StoreError> {
-        let want = ((self.live + 1) * 2).max(MIN_CAPACITY);
+    /// A new table at `path` holding every valid slot of this one, with
+    /// room for `extra` more keys, [`TARGET_LOAD_PCT`] full after them
+    /// (`load_pct` overrides the fill: a rebuild grows with room to spare
+    /// and packs the table once at the end).
+    pub fn rehash(
+        &self,
+        path: &Path,
+        hdr: &HeaderInfo,
+        extra: u64,
+        load_pct: Option<u64>,
+    ) -> Result<Index, StoreError> {
+        let want = (self.live + extra) * 100 / load_pct.unwrap_or(TARGET_LOAD_PCT) + 1;
         let mut n = Index::create(path, want, hdr)?;
-        for i in 0..self.cap as usize {
-            let s = self.slot(i);
-            if s.state == VALID {
-                n.insert(&s)?;
-            }
+        for s in self.valid_slots() {
+            n.insert(&s)?;
         }
         Ok(n)
     }
 
     /// Every valid slot, in table order.
     pub fn valid_slots(&self) -> impl Iterator<Item = Slot> + '_ {
-        (0..self.cap as usize)
-            .map(|i| self.slot(i))
-            .filter(|s| s.state == VALID)
+        (0..self.cap as usize).filter_map(|i| self.slot(i))
     }
 }

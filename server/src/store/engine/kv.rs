@@ -14,7 +14,7 @@
 //! A key's commits never overlap (stripe locks from 1 to 3), so log order
 //! is version order, which recovery and compaction rely on.
 
-use super::index::{HeaderInfo, Index, Slot};
+use super::index::{group_bits, slot_hash, HeaderInfo, Index, Slot, MAX_TAG};
 use super::log::{Log, Pos};
 use super::record::{
     self, RecHeader, FLAG_COMMIT, KIND_DEL, KIND_PUT, MAX_KEY_LEN, REC_HEADER_LEN,
@@ -160,8 +160,8 @@ impl Inner {
 
     /// The slot of `key` (index read or write guard given).
     pub(crate) fn find(&self, ix: &Index, key: &[u8]) -> Result<Option<(usize, Slot)>, StoreError> {
-        ix.find(key_hash(key), |s| {
-            if (s.len as usize) < REC_HEADER_LEN + key.len() {
+        ix.find(slot_hash(key_hash(key)), |s| {
+            if s.len != 0 && (s.len as usize) < REC_HEADER_LEN + key.len() {
                 return Ok(false);
             }
             let head = self.log.read_head(s.pos(), key.len())?;
@@ -180,10 +180,30 @@ impl Inner {
         let mut ix = self.index.write();
         if ix.needs_grow_by(extra) {
             let hdr = *self.hdr.lock();
-            recovery::grow(&mut ix, &self.idx_path, &hdr)?;
-            tracing::debug!("index grown to {} slots", ix.capacity());
+            recovery::grow(&mut ix, &self.idx_path, &hdr, extra)?;
+            tracing::debug!("index rehashed to {} slots", ix.capacity());
         }
         Ok(())
+    }
+
+    /// The whole record a slot points at.
+    pub(crate) fn read_slot(&self, s: &Slot) -> Result<Vec<u8>, StoreError> {
+        let len = self.slot_len(s)?;
+        self.log.read(s.pos(), len)
+    }
+
+    /// The length of the record a slot points at (from the slot, or from
+    /// the record's header when it is too long for the slot).
+    pub(crate) fn slot_len(&self, s: &Slot) -> Result<u32, StoreError> {
+        if s.len != 0 {
+            return Ok(s.len);
+        }
+        let head = self.log.read(s.pos(), REC_HEADER_LEN as u32)?;
+        let h = record::decode_header(&head).ok_or_else(|| {
+            StoreError::Corrupt(format!("index points at no record: {:?}", s.pos()))
+        })?;
+        u32::try_from(h.total_len())
+            .map_err(|_| StoreError::Corrupt(format!("record too long at {:?}", s.pos())))
     }
 
     /// Appends `recs` as one commit: (header without seq/flags, key, value).
@@ -215,14 +235,14 @@ impl Inner {
     ) -> Result<(), StoreError> {
         match self.find(ix, key)? {
             Some((i, old)) => {
-                sub_live(live, old.seg, old.len);
+                sub_live(live, old.seg, self.slot_len(&old)?);
                 ix.replace(i, &s);
             }
             None => {
                 ix.insert(&s)?;
             }
         }
-        *live.entry(s.seg).or_insert(0) += u64::from(s.len);
+        *live.entry(s.seg).or_insert(0) += u64::from(self.slot_len(&s)?);
         Ok(())
     }
 }
@@ -230,13 +250,6 @@ impl Inner {
 fn sub_live(live: &mut HashMap<u32, u64>, seg: u32, len: u32) {
     if let Some(v) = live.get_mut(&seg) {
         *v = v.saturating_sub(u64::from(len));
-    }
-}
-
-impl Index {
-    /// Whether `extra` more inserts would pass the load limit.
-    pub fn needs_grow_by(&self, extra: u64) -> bool {
-        (self.used + extra) * 100 > self.capacity() * super::index::MAX_LOAD_PCT
     }
 }
 
@@ -254,7 +267,11 @@ impl Engine {
             opts.segment_size,
         )?;
         let mut live = HashMap::new();
+        let mut long = Vec::new();
         for s in o.index.valid_slots() {
+            if s.len == 0 {
+                long.push(s);
+            }
             *live.entry(s.seg).or_insert(0u64) += u64::from(s.len);
         }
         let inner = Arc::new(Inner {
@@ -267,6 +284,10 @@ impl Engine {
             opts: opts.clone(),
             compacted: Default::default(),
         });
+        for s in long {
+            let len = inner.slot_len(&s)?;
+            *inner.live.lock().entry(s.seg).or_insert(0) += u64::from(len);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let bg = {
             let (inner, stop) = (inner.clone(), stop.clone());
@@ -297,6 +318,13 @@ impl Engine {
                     "commit",
                     std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
                 ));
+            }
+            if let Op::Put { tag, .. } = op {
+                if *tag > MAX_TAG {
+                    return Err(StoreError::Corrupt(format!(
+                        "tag {tag} is over the index's limit {MAX_TAG}"
+                    )));
+                }
             }
         }
         let _locks = inner.lock_keys(ops.iter().map(|o| o.key()));
@@ -367,7 +395,7 @@ impl Engine {
                 if h.kind == KIND_PUT {
                     inner.publish_put(&mut ix, key, Slot::of_record(h, key, app.seg, *off), &mut live)?;
                 } else if let Some((i, old)) = inner.find(&ix, key)? {
-                    sub_live(&mut live, old.seg, old.len);
+                    sub_live(&mut live, old.seg, inner.slot_len(&old)?);
                     ix.remove(i);
                 }
             }
@@ -382,8 +410,8 @@ impl Engine {
         let inner = &*self.inner;
         let ix = inner.index.read();
         let mut got = None;
-        let found = ix.find(key_hash(key), |s| {
-            let buf = inner.log.read(s.pos(), s.len)?;
+        let found = ix.find(slot_hash(key_hash(key)), |s| {
+            let buf = inner.read_slot(s)?;
             let rec = record::decode(&buf)?;
             if rec.key == key {
                 got = Some(Got {
@@ -404,21 +432,28 @@ impl Engine {
         Ok(self.inner.find(&ix, key)?.is_some())
     }
 
-    /// Every live (key, value, tag) whose slot's tag and group satisfy
-    /// `pred`: one pass over the index, reading only the matching records.
+    /// Every live (key, value, tag) whose tag satisfies `tag` and, when
+    /// `group` is given, whose group is that: one pass over the index,
+    /// reading only the records whose slot matches (a slot keeps
+    /// [`super::index::GROUP_BITS`] of the group; the record's header says
+    /// the rest).
     pub fn collect(
         &self,
-        pred: impl Fn(u16, u32) -> bool,
+        tag: impl Fn(u16) -> bool,
+        group: Option<u32>,
     ) -> Result<Vec<(Vec<u8>, Got)>, StoreError> {
         let inner = &*self.inner;
         let ix = inner.index.read();
         let mut out = Vec::new();
         for s in ix.valid_slots() {
-            if !pred(s.tag, s.group) {
+            if !tag(u16::from(s.tag)) || group.is_some_and(|g| group_bits(g) != s.group) {
                 continue;
             }
-            let buf = inner.log.read(s.pos(), s.len)?;
+            let buf = inner.read_slot(&s)?;
             let rec = record::decode(&buf)?;
+            if group.is_some_and(|g| g != rec.h.group) {
+                continue;
+            }
             out.push((
                 rec.key.to_vec(),
                 Got {
@@ -451,7 +486,8 @@ impl Engine {
         }
     }
 
-    /// Runs compaction until no segment qualifies (tests, benchmarks).
+    /// Runs compaction until no segment qualifies, then shrinks a sparse
+    /// index (tests, benchmarks).
     pub fn compact_now(&self) -> Result<(), StoreError> {
         super::compaction::compact_all(&self.inner)
     }
@@ -501,6 +537,26 @@ impl Drop for Engine {
             if let Err(e) = self.shutdown() {
                 tracing::warn!("store close: {e}");
             }
+        }
+    }
+}
+
+/// Rehashes the index smaller when deletes left it under half its normal
+/// fill (background; the table never shrinks in the foreground).
+pub(crate) fn maybe_shrink(inner: &Inner) {
+    use super::index::{MIN_CAPACITY, TARGET_LOAD_PCT};
+    let sparse = |ix: &Index| {
+        ix.capacity() > MIN_CAPACITY && ix.live * 100 * 2 < ix.capacity() * TARGET_LOAD_PCT
+    };
+    if !sparse(&inner.index.read()) {
+        return;
+    }
+    let mut ix = inner.index.write();
+    if sparse(&ix) {
+        let hdr = *inner.hdr.lock();
+        match recovery::grow(&mut ix, &inner.idx_path, &hdr, 0) {
+            Ok(()) => tracing::debug!("index shrunk to {} slots", ix.capacity()),
+            Err(e) => tracing::warn!("index shrink: {e}"),
         }
     }
 }

@@ -16,7 +16,7 @@
 //! serialises commits of one key (stripe locks held from append to publish,
 //! compaction included), so log order is each key's version order.
 
-use super::index::{HeaderInfo, Index, Slot, MIN_CAPACITY};
+use super::index::{slot_hash, HeaderInfo, Index, Slot, MIN_CAPACITY};
 use super::log::{check_seg_header, list_segments, seg_name, Pos, SEG_HEADER_LEN};
 use super::record::{self, FLAG_COMMIT, KIND_PUT, REC_HEADER_LEN};
 use super::sys;
@@ -91,7 +91,7 @@ impl SegFiles {
 
 /// Whether the record at `s` has key `key`.
 fn slot_has_key(files: &mut SegFiles, s: &Slot, key: &[u8]) -> Result<bool, StoreError> {
-    if (s.len as usize) < REC_HEADER_LEN + key.len() {
+    if s.len != 0 && (s.len as usize) < REC_HEADER_LEN + key.len() {
         return Ok(false);
     }
     let head = files.read(s.pos(), REC_HEADER_LEN + key.len())?;
@@ -100,6 +100,10 @@ fn slot_has_key(files: &mut SegFiles, s: &Slot, key: &[u8]) -> Result<bool, Stor
         None => Ok(false),
     }
 }
+
+/// Fill of the table while a rebuild or replay grows it (packed to the
+/// normal fill once at the end of a rebuild).
+const REBUILD_LOAD_PCT: u64 = 45;
 
 /// Applies one record to the index (last one wins). Grows the table when
 /// needed (in place: a rebuild or replay owns the index exclusively).
@@ -112,23 +116,15 @@ fn apply(
     key: &[u8],
     pos: Pos,
 ) -> Result<(), StoreError> {
-    let hash = super::kv::key_hash(key);
+    let hash = slot_hash(super::kv::key_hash(key));
     let found = ix.find(hash, |s| slot_has_key(files, s, key))?;
     if h.kind == KIND_PUT {
-        let s = Slot {
-            hash,
-            seg: pos.seg,
-            off: pos.off,
-            len: h.total_len() as u32,
-            group: h.group,
-            tag: h.tag,
-            state: 0,
-        };
+        let s = Slot::of_record(h, key, pos.seg, pos.off);
         match found {
             Some((i, _)) => ix.replace(i, &s),
             None => {
-                if ix.needs_grow() {
-                    grow(ix, idx_path, hdr)?;
+                if ix.needs_grow_by(1) {
+                    rehash(ix, idx_path, hdr, 1, Some(REBUILD_LOAD_PCT))?;
                 }
                 ix.insert(&s)?;
             }
@@ -139,16 +135,27 @@ fn apply(
     Ok(())
 }
 
-/// Replaces `ix` by a rehashed copy twice as large (new file, renamed
-/// over the old one, so a crash leaves one whole table or the other).
+/// Replaces `ix` by a rehashed copy with room for `extra` more keys (new
+/// file, renamed over the old one, so a crash leaves one whole table or
+/// the other).
 ///
 /// No `msync`: the new table is dirty, and a dirty table is only trusted
 /// in the boot that wrote it (the page cache survives a process crash; a
 /// power loss changes the boot id and the table is rebuilt from the log).
 /// The flush cost a TLB shoot-down per page on every core.
-pub fn grow(ix: &mut Index, idx_path: &Path, hdr: &HeaderInfo) -> Result<(), StoreError> {
+pub fn grow(ix: &mut Index, idx_path: &Path, hdr: &HeaderInfo, extra: u64) -> Result<(), StoreError> {
+    rehash(ix, idx_path, hdr, extra, None)
+}
+
+fn rehash(
+    ix: &mut Index,
+    idx_path: &Path,
+    hdr: &HeaderInfo,
+    extra: u64,
+    load_pct: Option<u64>,
+) -> Result<(), StoreError> {
     let tmp = idx_path.with_extension("grow");
-    let n = ix.rehash(&tmp, hdr)?;
+    let n = ix.rehash(&tmp, hdr, extra, load_pct)?;
     fs::rename(&tmp, idx_path).map_err(|e| io(format!("rename {}", tmp.display()), e))?;
     *ix = n;
     Ok(())
@@ -386,7 +393,8 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                 .filter_map(|id| fs::metadata(dir.join(seg_name(*id))).ok())
                 .map(|m| m.len())
                 .sum();
-            // A guess of the record count (4 KiB files are ~4.1 KiB records).
+            // A guess of the record count (4 KiB files are ~4.1 KiB records);
+            // the table grows past it if needed and is packed at the end.
             let cap = (total / 512).max(MIN_CAPACITY);
             let tmp = idx_path.with_extension("rebuild");
             let hdr0 = HeaderInfo {
@@ -399,6 +407,11 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             };
             let mut ix = Index::create(&tmp, cap, &hdr0)?;
             let (records, max_seq, tail_len) = replay(dir, &ids, first, &mut ix, &tmp, &hdr0)?;
+            // Pack the table to its normal fill (a rebuild sized it loosely).
+            let packed = ix.live * 100 / super::index::TARGET_LOAD_PCT + 1;
+            if ix.capacity() > packed.max(MIN_CAPACITY) + packed / 8 {
+                rehash(&mut ix, &tmp, &hdr0, 0, None)?;
+            }
             let hdr = HeaderInfo {
                 next_seq: max_seq + 1,
                 replay: Pos {
