@@ -3,5 +3,9 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/variadic.c");
-    cc::Build::new().file("csrc/variadic.c").flag_if_supported("-fvisibility=default").warnings(true).compile("sealfs_variadic");
+    cc::Build::new()
+        .file("csrc/variadic.c")
+        .flag_if_supported("-fvisibility=default")
+        .warnings(true)
+        .compile("sealfs_variadic");
 }

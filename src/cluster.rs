@@ -280,7 +280,10 @@ pub fn status(manager: &str, expect: usize) -> ExitCode {
     };
     let mut ok = !map.servers.is_empty() && map.servers.len() >= expect;
     if map.servers.len() < expect {
-        println!("waiting for servers: {} of {expect} registered", map.servers.len());
+        println!(
+            "waiting for servers: {} of {expect} registered",
+            map.servers.len()
+        );
     }
     for s in &map.servers {
         let answers = s.state == ServerState::Up

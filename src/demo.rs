@@ -257,7 +257,9 @@ fn preloaded(c: &Client, manager: &str) -> Result<(), String> {
         .parent()
         .map(|d| d.join("libsealfs.so"))
         .ok_or("cannot locate the sealfs binary's directory")?;
-    println!("\npreloaded programs (bash, mkdir, cp, tar, gzip, ls, cat, du, find under LD_PRELOAD):");
+    println!(
+        "\npreloaded programs (bash, mkdir, cp, tar, gzip, ls, cat, du, find under LD_PRELOAD):"
+    );
     if !lib.exists() {
         println!(
             "  skipped: {} is missing; build it with `cargo build --release -p sealfs-shim`",
@@ -266,7 +268,9 @@ fn preloaded(c: &Client, manager: &str) -> Result<(), String> {
         return Ok(());
     }
     if std::path::Path::new(DEMO_PREFIX).exists() {
-        println!("  skipped: {DEMO_PREFIX} exists on the local disk, so the demo will not shadow it");
+        println!(
+            "  skipped: {DEMO_PREFIX} exists on the local disk, so the demo will not shadow it"
+        );
         return Ok(());
     }
     let t = Instant::now();
@@ -283,11 +287,21 @@ fn preloaded(c: &Client, manager: &str) -> Result<(), String> {
         println!("  {l}");
     }
     if !out.status.success() {
-        return Err(format!("the preloaded script failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "the preloaded script failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    let listed = c.readdir("/work/x/src").map_err(|e| format!("/work/x/src: {e}"))?.len();
+    let listed = c
+        .readdir("/work/x/src")
+        .map_err(|e| format!("/work/x/src: {e}"))?
+        .len();
     println!("  script took {secs:.2} s; the client library sees {listed} files in /work/x/src on the servers");
-    println!("  (nothing was written under {DEMO_PREFIX} on the local disk: {})", !std::path::Path::new(DEMO_PREFIX).exists());
+    println!(
+        "  (nothing was written under {DEMO_PREFIX} on the local disk: {})",
+        !std::path::Path::new(DEMO_PREFIX).exists()
+    );
     crate::fsops::remove_tree(c, "/work")?;
     Ok(())
 }

@@ -6,8 +6,8 @@
 
 mod bench;
 mod cluster;
-mod fsops;
 mod demo;
+mod fsops;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -16,7 +16,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "sealfs", version, about = "SealFS: a user-space distributed file system")]
+#[command(
+    name = "sealfs",
+    version,
+    about = "SealFS: a user-space distributed file system"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -114,7 +118,10 @@ enum Cmd {
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Lets `sealfs ls | head` end quietly when the reader goes away, as
@@ -130,7 +137,10 @@ fn default_sigpipe() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.cmd, Cmd::Manager { .. } | Cmd::Server { .. } | Cmd::Up(_));
+    let daemon = matches!(
+        cli.cmd,
+        Cmd::Manager { .. } | Cmd::Server { .. } | Cmd::Up(_)
+    );
     let long_running = daemon || matches!(cli.cmd, Cmd::Mount(_) | Cmd::Bench(_));
     if !long_running {
         default_sigpipe();
@@ -147,9 +157,16 @@ fn main() -> ExitCode {
         "warn"
     });
     let res: Result<(), String> = match cli.cmd {
-        Cmd::Manager { listen, dir, chunk_size, heartbeat_timeout } => {
+        Cmd::Manager {
+            listen,
+            dir,
+            chunk_size,
+            heartbeat_timeout,
+        } => {
             if chunk_size == 0 || chunk_size > sealfs_proto::frame::MAX_CHUNK_SIZE as u64 {
-                Err(format!("--chunk-size must be between 1 byte and 4M, got {chunk_size}"))
+                Err(format!(
+                    "--chunk-size must be between 1 byte and 4M, got {chunk_size}"
+                ))
             } else {
                 sealfs_manager::run(sealfs_manager::ManagerConfig {
                     listen,
@@ -161,25 +178,33 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
             }
         }
-        Cmd::Server { manager, listen, meta_dir, data_dir, sync, heartbeat, store, pmem, small_file_max } => {
-            match (sync.parse(), store.parse()) {
-                (Ok(sync), Ok(store)) => sealfs_server::run(sealfs_server::ServerConfig {
-                    manager,
-                    listen,
-                    advertise: None,
-                    meta_dir,
-                    data_dir,
-                    sync,
-                    heartbeat,
-                    store,
-                    pmem,
-                    small_file_max: small_file_max.min(u64::from(u32::MAX)) as u32,
-                })
-                .map_err(|e| e.to_string()),
-                (Err(e), _) => Err(format!("--sync: {e}")),
-                (_, Err(e)) => Err(format!("--store: {e}")),
-            }
-        }
+        Cmd::Server {
+            manager,
+            listen,
+            meta_dir,
+            data_dir,
+            sync,
+            heartbeat,
+            store,
+            pmem,
+            small_file_max,
+        } => match (sync.parse(), store.parse()) {
+            (Ok(sync), Ok(store)) => sealfs_server::run(sealfs_server::ServerConfig {
+                manager,
+                listen,
+                advertise: None,
+                meta_dir,
+                data_dir,
+                sync,
+                heartbeat,
+                store,
+                pmem,
+                small_file_max: small_file_max.min(u64::from(u32::MAX)) as u32,
+            })
+            .map_err(|e| e.to_string()),
+            (Err(e), _) => Err(format!("--sync: {e}")),
+            (_, Err(e)) => Err(format!("--store: {e}")),
+        },
         Cmd::Up(a) => cluster::up(a),
         Cmd::Status { manager, expect } => return cluster::status(&manager, expect),
         Cmd::Mount(a) => return sealfs_daemon::mount_command(a),

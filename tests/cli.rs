@@ -66,7 +66,10 @@ fn up_status_and_debug_commands() {
     );
     // A script waiting for 4 servers is not told the 3-server cluster is ready.
     let (ok, out, _) = run(&addr, &["status", "--expect", "4"]);
-    assert!(!ok && out.contains("3 of 4 registered"), "status --expect 4: {out}");
+    assert!(
+        !ok && out.contains("3 of 4 registered"),
+        "status --expect 4: {out}"
+    );
     assert!(run(&addr, &["status", "--expect", "3"]).0);
 
     let local = dir.path().join("in.bin");
@@ -125,7 +128,10 @@ fn up_status_and_debug_commands() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.stdout, b"x");
-    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
 
     terminate(child);
     // the cluster is gone: status fails with a clear message

@@ -132,7 +132,10 @@ fn attributes_and_statfs_seen_by_another_client() {
     let b = cl.client();
     a.write_file("/f", b"0123456789", 0o644).unwrap();
     let before = b.lstat("/f").unwrap().attr;
-    let t = Timespec { sec: 1_000_000_000, nsec: 123 };
+    let t = Timespec {
+        sec: 1_000_000_000,
+        nsec: 123,
+    };
     a.setattr(
         "/f",
         SetAttr {
@@ -140,7 +143,10 @@ fn attributes_and_statfs_seen_by_another_client() {
             uid: Some(4242),
             gid: Some(4343),
             atime: Some(TimeSet::At(t)),
-            mtime: Some(TimeSet::At(Timespec { sec: 2_000_000_000, nsec: 7 })),
+            mtime: Some(TimeSet::At(Timespec {
+                sec: 2_000_000_000,
+                nsec: 7,
+            })),
             ..Default::default()
         },
     )
@@ -149,15 +155,28 @@ fn attributes_and_statfs_seen_by_another_client() {
     assert_eq!(after.mode, 0o4751);
     assert_eq!((after.uid, after.gid), (4242, 4343));
     assert_eq!(after.atime, t);
-    assert_eq!(after.mtime, Timespec { sec: 2_000_000_000, nsec: 7 });
+    assert_eq!(
+        after.mtime,
+        Timespec {
+            sec: 2_000_000_000,
+            nsec: 7
+        }
+    );
     assert!(after.ctime >= before.ctime, "ctime moves on a change");
     assert_eq!(after.ino, before.ino);
     // a write moves mtime and size as seen by the other client
     a.write_at("/f", after.ino, 20, b"x").unwrap();
     let w = b.lstat("/f").unwrap().attr;
     assert_eq!(w.size, 21);
-    assert!(w.mtime.sec < 2_000_000_000 && w.mtime >= before.mtime, "mtime is the write's time: {:?}", w.mtime);
+    assert!(
+        w.mtime.sec < 2_000_000_000 && w.mtime >= before.mtime,
+        "mtime is the write's time: {:?}",
+        w.mtime
+    );
     // statfs sums every server
     let s = b.statfs().unwrap();
-    assert!(s.blocks > 0 && s.bsize > 0 && s.bfree <= s.blocks && s.namemax == 255, "{s:?}");
+    assert!(
+        s.blocks > 0 && s.bsize > 0 && s.bfree <= s.blocks && s.namemax == 255,
+        "{s:?}"
+    );
 }

@@ -16,10 +16,20 @@ fn demo_runs_both_workloads() {
         eprintln!("skipped: /sealfs exists on this machine's disk");
         return;
     }
-    let o = Command::new(sealfs_bin()).args(["demo", "--files", "100", "--large-mib", "8"]).output().unwrap();
+    let o = Command::new(sealfs_bin())
+        .args(["demo", "--files", "100", "--large-mib", "8"])
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "demo failed: {}\n{out}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("readdir      100 entries (expected 100)"), "{out}");
+    assert!(
+        o.status.success(),
+        "demo failed: {}\n{out}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("readdir      100 entries (expected 100)"),
+        "{out}"
+    );
     assert!(out.contains("  OK"), "{out}");
     assert!(out.contains("files listed: 300"), "{out}");
     assert!(out.contains("f42 reads:    line of file 42"), "{out}");

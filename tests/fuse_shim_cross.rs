@@ -177,7 +177,11 @@ fn posix_suite_per_front_end() {
     );
     let unexpected: Vec<&String> = bad_shim
         .iter()
-        .filter(|b| !SHIM_KNOWN.iter().any(|(case, _)| b.starts_with(&format!("{case}:"))))
+        .filter(|b| {
+            !SHIM_KNOWN
+                .iter()
+                .any(|(case, _)| b.starts_with(&format!("{case}:")))
+        })
         .collect();
     assert!(
         unexpected.is_empty(),

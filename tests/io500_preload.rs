@@ -12,11 +12,23 @@ use std::process::Command;
 fn io500_runs_preloaded_against_a_cluster() {
     let prefix = format!("/sealfs-io500-test-{}", std::process::id());
     assert!(!std::path::Path::new(&prefix).exists());
-    let cl = Cluster::start(Opts { sync: "none", ..Opts::default() });
+    let cl = Cluster::start(Opts {
+        sync: "none",
+        ..Opts::default()
+    });
     let lib = shim_lib();
     let out = tempfile::NamedTempFile::new().unwrap();
     let o = Command::new(sealfs_bin())
-        .args(["bench", "io500", "--procs", "2", "--stonewall", "1s", "--easy-max", "64M"])
+        .args([
+            "bench",
+            "io500",
+            "--procs",
+            "2",
+            "--stonewall",
+            "1s",
+            "--easy-max",
+            "64M",
+        ])
         .args(["--target", &format!("{prefix}/run")])
         .arg("--out")
         .arg(out.path())
@@ -26,7 +38,11 @@ fn io500_runs_preloaded_against_a_cluster() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "io500 under the shim failed: {}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "io500 under the shim failed: {}\n{stdout}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let tsv = std::fs::read_to_string(out.path()).unwrap();
     let phases: Vec<&str> = tsv.lines().map(|l| l.split('\t').next().unwrap()).collect();
     assert_eq!(phases.len(), 15, "{tsv}");
@@ -34,7 +50,10 @@ fn io500_runs_preloaded_against_a_cluster() {
         let v: f64 = l.split('\t').nth(1).unwrap().parse().unwrap();
         assert!(v > 0.0, "{l}");
     }
-    assert!(!std::path::Path::new(&prefix).exists(), "the run leaked onto the local disk at {prefix}");
+    assert!(
+        !std::path::Path::new(&prefix).exists(),
+        "the run leaked onto the local disk at {prefix}"
+    );
     // the files went to SealFS, and the runner removed its directory afterwards
     let c = cl.client();
     let left = c.readdir("/run").unwrap();

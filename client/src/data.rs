@@ -64,7 +64,12 @@ pub(crate) fn split_range(offset: u64, len: u64, chunk_size: u32) -> Vec<Piece> 
         let chunk = pos / cs;
         let off = pos % cs;
         let n = (cs - off).min(end - pos);
-        out.push(Piece { chunk, off: off as u32, len: n as u32, buf_off: pos - offset });
+        out.push(Piece {
+            chunk,
+            off: off as u32,
+            len: n as u32,
+            buf_off: pos - offset,
+        });
         pos += n;
     }
     out
@@ -114,7 +119,15 @@ fn zeroed(n: u64) -> Result<Vec<u8>, Errno> {
 }
 
 fn read_req(ino: u64, pc: &Piece) -> (To, Request) {
-    (To::Owner, Request::Read { ino, chunk: pc.chunk, offset: pc.off, len: pc.len })
+    (
+        To::Owner,
+        Request::Read {
+            ino,
+            chunk: pc.chunk,
+            offset: pc.off,
+            len: pc.len,
+        },
+    )
 }
 
 impl Client {
@@ -126,7 +139,8 @@ impl Client {
         let want_end = offset.saturating_add(len as u64);
 
         // The size and the first chunks in one round trip.
-        let spec_len = (want_end - offset).min(SPECULATIVE_READS as u64 * u64::from(cs) - offset % u64::from(cs));
+        let spec_len = (want_end - offset)
+            .min(SPECULATIVE_READS as u64 * u64::from(cs) - offset % u64::from(cs));
         let spec = split_range(offset, spec_len, cs);
         let mut reqs = Vec::with_capacity(spec.len() + 1);
         reqs.push((To::Owner, Request::GetAttr { path: p }));
@@ -177,7 +191,10 @@ impl Client {
         if data.is_empty() {
             return Ok(0);
         }
-        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= MAX_FILE_SIZE).ok_or(Errno::EFBIG)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or(Errno::EFBIG)?;
         let cs = self.chunk_size();
         let pieces = split_range(offset, data.len() as u64, cs);
         for batch in pieces.chunks(WRITE_BATCH) {
@@ -186,21 +203,39 @@ impl Client {
                 .map(|pc| {
                     let s = pc.buf_off as usize;
                     let chunk_data = bytes::Bytes::copy_from_slice(&data[s..s + pc.len as usize]);
-                    (To::Owner, Request::Write { ino, chunk: pc.chunk, offset: pc.off, data: chunk_data })
+                    (
+                        To::Owner,
+                        Request::Write {
+                            ino,
+                            chunk: pc.chunk,
+                            offset: pc.off,
+                            data: chunk_data,
+                        },
+                    )
                 })
                 .collect();
             for (pc, r) in batch.iter().zip(self.shared.scatter(reqs)) {
                 match r? {
                     Reply::Written(n) if n == pc.len => {}
                     Reply::Written(n) => {
-                        tracing::warn!(ino, chunk = pc.chunk, wanted = pc.len, written = n, "short chunk write");
+                        tracing::warn!(
+                            ino,
+                            chunk = pc.chunk,
+                            wanted = pc.len,
+                            written = n,
+                            "short chunk write"
+                        );
                         return Err(Errno::EIO);
                     }
                     other => return Err(other.unexpected()),
                 }
             }
         }
-        want_inode(self.shared.call_owner(Request::Extend { path: p, size: end, mtime: Timespec::now() }))?;
+        want_inode(self.shared.call_owner(Request::Extend {
+            path: p,
+            size: end,
+            mtime: Timespec::now(),
+        }))?;
         Ok(data.len())
     }
 
@@ -219,7 +254,11 @@ impl Client {
     pub fn fsync(&self, path: &str, ino: u64) -> Result<(), Errno> {
         path::normalize(path)?;
         let st = self.shared.state();
-        let reqs = st.up_servers().into_iter().map(|id| (To::Server(id), Request::Fsync { ino: Some(ino) })).collect();
+        let reqs = st
+            .up_servers()
+            .into_iter()
+            .map(|id| (To::Server(id), Request::Fsync { ino: Some(ino) }))
+            .collect();
         for r in self.shared.scatter(reqs) {
             want_ok(r)?;
         }
@@ -234,8 +273,14 @@ impl Client {
         if ids.is_empty() {
             return Err(Errno::EIO);
         }
-        let reqs = ids.into_iter().map(|id| (To::Server(id), Request::StatFs)).collect();
-        let mut sum = StatFs { namemax: path::NAME_MAX as u32, ..StatFs::default() };
+        let reqs = ids
+            .into_iter()
+            .map(|id| (To::Server(id), Request::StatFs))
+            .collect();
+        let mut sum = StatFs {
+            namemax: path::NAME_MAX as u32,
+            ..StatFs::default()
+        };
         for r in self.shared.scatter(reqs) {
             let s = match r? {
                 Reply::StatFs(s) => s,
@@ -267,7 +312,13 @@ impl Client {
     /// process's effective uid and gid, and writes `data` into it.
     pub fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<(), Errno> {
         let (uid, gid) = crate::process_ids();
-        let (p, inode) = self.open_resolved(path, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode, uid, gid)?;
+        let (p, inode) = self.open_resolved(
+            path,
+            libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+            mode,
+            uid,
+            gid,
+        )?;
         self.write_at(&p, inode.attr.ino, 0, data)?;
         Ok(())
     }
@@ -279,8 +330,24 @@ mod tests {
 
     #[test]
     fn split_inside_one_chunk() {
-        assert_eq!(split_range(10, 5, 100), vec![Piece { chunk: 0, off: 10, len: 5, buf_off: 0 }]);
-        assert_eq!(split_range(100, 100, 100), vec![Piece { chunk: 1, off: 0, len: 100, buf_off: 0 }]);
+        assert_eq!(
+            split_range(10, 5, 100),
+            vec![Piece {
+                chunk: 0,
+                off: 10,
+                len: 5,
+                buf_off: 0
+            }]
+        );
+        assert_eq!(
+            split_range(100, 100, 100),
+            vec![Piece {
+                chunk: 1,
+                off: 0,
+                len: 100,
+                buf_off: 0
+            }]
+        );
         assert!(split_range(7, 0, 100).is_empty());
     }
 
@@ -290,10 +357,30 @@ mod tests {
         assert_eq!(
             v,
             vec![
-                Piece { chunk: 0, off: 90, len: 10, buf_off: 0 },
-                Piece { chunk: 1, off: 0, len: 100, buf_off: 10 },
-                Piece { chunk: 2, off: 0, len: 100, buf_off: 110 },
-                Piece { chunk: 3, off: 0, len: 40, buf_off: 210 },
+                Piece {
+                    chunk: 0,
+                    off: 90,
+                    len: 10,
+                    buf_off: 0
+                },
+                Piece {
+                    chunk: 1,
+                    off: 0,
+                    len: 100,
+                    buf_off: 10
+                },
+                Piece {
+                    chunk: 2,
+                    off: 0,
+                    len: 100,
+                    buf_off: 110
+                },
+                Piece {
+                    chunk: 3,
+                    off: 0,
+                    len: 40,
+                    buf_off: 210
+                },
             ]
         );
         assert_eq!(v.iter().map(|p| u64::from(p.len)).sum::<u64>(), 250);

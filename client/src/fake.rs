@@ -11,8 +11,8 @@
 use crate::{Client, ClientOptions, Connector};
 use parking_lot::Mutex;
 use sealfs_proto::{
-    Attr, ClusterMap, DirEntry, Errno, FileKind, Inode, Reply, Request, Ring, ServerId, ServerInfo, ServerState, StatFs,
-    Timespec,
+    Attr, ClusterMap, DirEntry, Errno, FileKind, Inode, Reply, Request, Ring, ServerId, ServerInfo,
+    ServerState, StatFs, Timespec,
 };
 use sealfs_transport::{Transport, TransportError};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -56,12 +56,28 @@ impl Cluster {
             chunk_size,
             vnodes: 64,
             servers: (1..=servers)
-                .map(|i| ServerInfo { id: ServerId(i), uuid: format!("u{i}"), addr: format!("s{i}:1"), state: ServerState::Up })
+                .map(|i| ServerInfo {
+                    id: ServerId(i),
+                    uuid: format!("u{i}"),
+                    addr: format!("s{i}:1"),
+                    state: ServerState::Up,
+                })
                 .collect(),
         };
         let t = now();
         let root = Inode {
-            attr: Attr { ino: 1, kind: FileKind::Dir, mode: 0o755, uid: 0, gid: 0, size: 4096, nlink: 2, atime: t, mtime: t, ctime: t },
+            attr: Attr {
+                ino: 1,
+                kind: FileKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: 4096,
+                nlink: 2,
+                atime: t,
+                mtime: t,
+                ctime: t,
+            },
             target: None,
         };
         let mut inodes = HashMap::new();
@@ -85,13 +101,19 @@ impl Cluster {
 
     pub fn connector(self: &Arc<Self>) -> Arc<Connector> {
         let c = self.clone();
-        Arc::new(move |addr: &str, _cfg: &sealfs_transport::ClientConfig| -> Arc<dyn Transport> {
-            Arc::new(FakeConn { cluster: c.clone(), addr: addr.to_string() })
-        })
+        Arc::new(
+            move |addr: &str, _cfg: &sealfs_transport::ClientConfig| -> Arc<dyn Transport> {
+                Arc::new(FakeConn {
+                    cluster: c.clone(),
+                    addr: addr.to_string(),
+                })
+            },
+        )
     }
 
     pub fn client(self: &Arc<Self>) -> Client {
-        Client::connect_with(MANAGER, ClientOptions::default(), self.connector()).expect("fake manager answers")
+        Client::connect_with(MANAGER, ClientOptions::default(), self.connector())
+            .expect("fake manager answers")
     }
 
     /// Changes the map (the closure edits it) and bumps the epoch.
@@ -111,17 +133,32 @@ struct FakeConn {
 impl Transport for FakeConn {
     fn call_many(&self, epoch: u64, reqs: Vec<Request>) -> Vec<Result<Reply, TransportError>> {
         let mut m = self.cluster.m.lock();
-        let refuse = || TransportError::Io { addr: self.addr.clone(), source: std::io::ErrorKind::ConnectionRefused.into() };
+        let refuse = || TransportError::Io {
+            addr: self.addr.clone(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
         if m.dead.contains(&self.addr) {
             return reqs.iter().map(|_| Err(refuse())).collect();
         }
         if self.addr == MANAGER {
             return reqs
                 .iter()
-                .map(|r| Ok(if *r == Request::GetMap { Reply::Map(m.map.clone()) } else { Reply::Err(Errno::EPROTO) }))
+                .map(|r| {
+                    Ok(if *r == Request::GetMap {
+                        Reply::Map(m.map.clone())
+                    } else {
+                        Reply::Err(Errno::EPROTO)
+                    })
+                })
                 .collect();
         }
-        let Some(id) = m.map.servers.iter().find(|s| s.addr == self.addr).map(|s| s.id) else {
+        let Some(id) = m
+            .map
+            .servers
+            .iter()
+            .find(|s| s.addr == self.addr)
+            .map(|s| s.id)
+        else {
             return reqs.iter().map(|_| Err(refuse())).collect();
         };
         reqs.into_iter()
@@ -150,7 +187,9 @@ impl Model {
             | Request::Remove { path, .. }
             | Request::Adopt { path, .. }
             | Request::ReadDir { path, .. } => self.ring.owner_path(path),
-            Request::Read { ino, chunk, .. } | Request::Write { ino, chunk, .. } => self.ring.owner_chunk(*ino, *chunk),
+            Request::Read { ino, chunk, .. } | Request::Write { ino, chunk, .. } => {
+                self.ring.owner_chunk(*ino, *chunk)
+            }
             _ => Some(id),
         };
         if owner != Some(id) {
@@ -170,8 +209,15 @@ impl Model {
         if self.inodes.contains_key(path) {
             return Err(Errno::EEXIST);
         }
-        let e = DirEntry { name: name.to_string(), kind: inode.attr.kind, ino: inode.attr.ino };
-        self.entries.entry(dir.to_string()).or_default().insert(name.to_string(), e);
+        let e = DirEntry {
+            name: name.to_string(),
+            kind: inode.attr.kind,
+            ino: inode.attr.ino,
+        };
+        self.entries
+            .entry(dir.to_string())
+            .or_default()
+            .insert(name.to_string(), e);
         if inode.attr.kind == FileKind::Dir {
             self.entries.insert(path.to_string(), BTreeMap::new());
             if let Some(d) = self.inodes.get_mut(dir) {
@@ -184,13 +230,27 @@ impl Model {
 
     fn handle(&mut self, id: ServerId, req: Request) -> Reply {
         if !self.owns(id, &req) {
-            return Reply::StaleEpoch { epoch: self.map.epoch };
+            return Reply::StaleEpoch {
+                epoch: self.map.epoch,
+            };
         }
         let r: Result<Reply, Errno> = (|| match req {
-            Request::GetAttr { path } => self.inodes.get(&path).cloned().map(Reply::Inode).ok_or(Errno::ENOENT),
+            Request::GetAttr { path } => self
+                .inodes
+                .get(&path)
+                .cloned()
+                .map(Reply::Inode)
+                .ok_or(Errno::ENOENT),
             Request::Create { path, new, excl } => {
                 if let Some(i) = self.inodes.get(&path) {
-                    return if excl { Err(Errno::EEXIST) } else { Ok(Reply::Created { inode: i.clone(), created: false }) };
+                    return if excl {
+                        Err(Errno::EEXIST)
+                    } else {
+                        Ok(Reply::Created {
+                            inode: i.clone(),
+                            created: false,
+                        })
+                    };
                 }
                 let t = now();
                 let size = match new.kind {
@@ -216,7 +276,10 @@ impl Model {
                 };
                 self.link(&path, inode.clone())?;
                 self.next_ino += 1;
-                Ok(Reply::Created { inode, created: true })
+                Ok(Reply::Created {
+                    inode,
+                    created: true,
+                })
             }
             Request::SetAttr { path, set } => {
                 let i = self.inodes.get_mut(&path).ok_or(Errno::ENOENT)?;
@@ -282,16 +345,36 @@ impl Model {
                 } else {
                     None
                 };
-                Ok(Reply::Entries { entries: page, next })
+                Ok(Reply::Entries {
+                    entries: page,
+                    next,
+                })
             }
-            Request::Read { ino, chunk, offset, len } => {
-                let d = self.chunks.get(&(id, ino, chunk)).cloned().unwrap_or_default();
+            Request::Read {
+                ino,
+                chunk,
+                offset,
+                len,
+            } => {
+                let d = self
+                    .chunks
+                    .get(&(id, ino, chunk))
+                    .cloned()
+                    .unwrap_or_default();
                 let s = (offset as usize).min(d.len());
                 let e = (offset as usize + len as usize).min(d.len());
                 Ok(Reply::Data(d[s..e].to_vec()))
             }
-            Request::Write { ino, chunk, offset, data } => {
-                assert!(offset as usize + data.len() <= self.map.chunk_size as usize, "write past the chunk");
+            Request::Write {
+                ino,
+                chunk,
+                offset,
+                data,
+            } => {
+                assert!(
+                    offset as usize + data.len() <= self.map.chunk_size as usize,
+                    "write past the chunk"
+                );
                 let c = self.chunks.entry((id, ino, chunk)).or_default();
                 let end = offset as usize + data.len();
                 if c.len() < end {
@@ -336,6 +419,10 @@ impl Model {
 
     /// Bytes stored for `ino`, over every server.
     pub fn stored(&self, ino: u64) -> usize {
-        self.chunks.iter().filter(|((_, i, _), _)| *i == ino).map(|(_, d)| d.len()).sum()
+        self.chunks
+            .iter()
+            .filter(|((_, i, _), _)| *i == ino)
+            .map(|(_, d)| d.len())
+            .sum()
     }
 }

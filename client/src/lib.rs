@@ -36,8 +36,9 @@ mod fake;
 #[cfg(test)]
 mod scenarios;
 
-
-pub use sealfs_proto::{Attr, ClusterMap, DirEntry, Errno, FileKind, Inode, SetAttr, StatFs, TimeSet, Timespec};
+pub use sealfs_proto::{
+    Attr, ClusterMap, DirEntry, Errno, FileKind, Inode, SetAttr, StatFs, TimeSet, Timespec,
+};
 pub use state::Connector;
 
 use sealfs_transport::ClientConfig;
@@ -86,7 +87,10 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.shared.state();
-        f.debug_struct("Client").field("epoch", &st.map.epoch).field("servers", &st.map.servers.len()).finish()
+        f.debug_struct("Client")
+            .field("epoch", &st.map.epoch)
+            .field("servers", &st.map.servers.len())
+            .finish()
     }
 }
 
@@ -99,14 +103,27 @@ impl Client {
 
     /// [`Client::connect`] with another transport: `connector` makes the
     /// transport to an address (the manager's and each server's).
-    pub fn connect_with(manager: &str, opts: ClientOptions, connector: Arc<Connector>) -> Result<Client, ClientError> {
-        let mount_prefix = opts.mount_prefix.filter(|p| p.starts_with('/') && p.len() > 1);
+    pub fn connect_with(
+        manager: &str,
+        opts: ClientOptions,
+        connector: Arc<Connector>,
+    ) -> Result<Client, ClientError> {
+        let mount_prefix = opts
+            .mount_prefix
+            .filter(|p| p.starts_with('/') && p.len() > 1);
         match state::Shared::connect(manager, opts.transport, connector) {
-            Ok(shared) => Ok(Client { shared, mount_prefix }),
-            Err(state::FetchError::Transport(e)) => {
-                Err(ClientError::Unreachable { addr: manager.to_string(), reason: e.to_string() })
-            }
-            Err(state::FetchError::Bad(reason)) => Err(ClientError::BadMap { addr: manager.to_string(), reason }),
+            Ok(shared) => Ok(Client {
+                shared,
+                mount_prefix,
+            }),
+            Err(state::FetchError::Transport(e)) => Err(ClientError::Unreachable {
+                addr: manager.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(state::FetchError::Bad(reason)) => Err(ClientError::BadMap {
+                addr: manager.to_string(),
+                reason,
+            }),
         }
     }
 
@@ -157,12 +174,18 @@ mod tests {
     #[test]
     fn unreachable_manager_is_reported_clearly() {
         let opts = ClientOptions {
-            transport: ClientConfig { connect_timeout: std::time::Duration::from_millis(200), ..Default::default() },
+            transport: ClientConfig {
+                connect_timeout: std::time::Duration::from_millis(200),
+                ..Default::default()
+            },
             ..Default::default()
         };
         // Port 1 on loopback: nothing listens there.
         let e = Client::connect("127.0.0.1:1", opts).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("cannot reach the SealFS manager at 127.0.0.1:1: "), "{msg}");
+        assert!(
+            msg.starts_with("cannot reach the SealFS manager at 127.0.0.1:1: "),
+            "{msg}"
+        );
     }
 }

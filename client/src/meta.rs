@@ -10,7 +10,7 @@
 use crate::route::To;
 use crate::Client;
 use sealfs_proto::path;
-use sealfs_proto::{DirEntry, Errno, FileKind, Inode, NewInode, Reply, Request, SetAttr, ServerId};
+use sealfs_proto::{DirEntry, Errno, FileKind, Inode, NewInode, Reply, Request, ServerId, SetAttr};
 use std::collections::BTreeSet;
 
 /// Symlinks followed by one lookup before `ELOOP`, as on Linux.
@@ -38,7 +38,11 @@ pub(crate) fn want_ok(r: Result<Reply, Errno>) -> Result<(), Errno> {
 /// The path a symlink at `link` (normalised) with `target` points to. An
 /// absolute target under `mount_prefix` (where applications see SealFS)
 /// is the SealFS path below it.
-pub(crate) fn link_dest(link: &str, target: &str, mount_prefix: Option<&str>) -> Result<String, Errno> {
+pub(crate) fn link_dest(
+    link: &str,
+    target: &str,
+    mount_prefix: Option<&str>,
+) -> Result<String, Errno> {
     if let Some(pre) = mount_prefix {
         if let Some(rest) = target.strip_prefix(pre) {
             if rest.is_empty() {
@@ -122,7 +126,17 @@ impl Client {
         if anc.is_empty() {
             return e;
         }
-        let reqs = anc.iter().map(|a| (To::Owner, Request::GetAttr { path: a.to_string() })).collect();
+        let reqs = anc
+            .iter()
+            .map(|a| {
+                (
+                    To::Owner,
+                    Request::GetAttr {
+                        path: a.to_string(),
+                    },
+                )
+            })
+            .collect();
         for r in self.shared.scatter(reqs) {
             match want_inode(r) {
                 Ok(i) if i.attr.kind == FileKind::Dir => {}
@@ -134,13 +148,19 @@ impl Client {
     }
 
     /// Runs `f` on the normalised `path`, refining its `ENOENT`.
-    pub(crate) fn on_path<T>(&self, path: &str, f: impl FnOnce(&str) -> Result<T, Errno>) -> Result<T, Errno> {
+    pub(crate) fn on_path<T>(
+        &self,
+        path: &str,
+        f: impl FnOnce(&str) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
         let p = path::normalize(path)?;
         f(&p).map_err(|e| self.refine(&p, e))
     }
 
     pub(crate) fn getattr_norm(&self, p: &str) -> Result<Inode, Errno> {
-        want_inode(self.shared.call_owner(Request::GetAttr { path: p.to_string() }))
+        want_inode(self.shared.call_owner(Request::GetAttr {
+            path: p.to_string(),
+        }))
     }
 
     /// Follows final symlinks from `p` (normalised); returns the path reached
@@ -182,7 +202,14 @@ impl Client {
 
     /// Opens (and with `O_CREAT` creates) `path` with libc `O_*` flags;
     /// returns the inode opened. See [`Client::open_resolved`].
-    pub fn open(&self, path: &str, flags: i32, mode: u32, uid: u32, gid: u32) -> Result<Inode, Errno> {
+    pub fn open(
+        &self,
+        path: &str,
+        flags: i32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode, Errno> {
         Ok(self.open_resolved(path, flags, mode, uid, gid)?.1)
     }
 
@@ -193,11 +220,25 @@ impl Client {
     /// not), `O_TRUNC` (truncates a file, even opened `O_RDONLY`), `O_DIRECTORY`
     /// (`ENOTDIR`), `O_NOFOLLOW` (`ELOOP` on a final symlink). A directory
     /// opened for writing, with `O_CREAT` or with `O_TRUNC` gives `EISDIR`.
-    pub fn open_resolved(&self, path: &str, flags: i32, mode: u32, uid: u32, gid: u32) -> Result<(String, Inode), Errno> {
+    pub fn open_resolved(
+        &self,
+        path: &str,
+        flags: i32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(String, Inode), Errno> {
         self.on_path(path, |p| self.open_norm(p, flags, mode, uid, gid))
     }
 
-    fn open_norm(&self, p: &str, flags: i32, mode: u32, uid: u32, gid: u32) -> Result<(String, Inode), Errno> {
+    fn open_norm(
+        &self,
+        p: &str,
+        flags: i32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(String, Inode), Errno> {
         let plan = OpenPlan::of(flags);
         let mut p = p.to_string();
         let mut hops = 0;
@@ -239,8 +280,18 @@ impl Client {
         target: Option<String>,
         excl: bool,
     ) -> Result<(Inode, bool), Errno> {
-        let new = NewInode { kind, mode: mode & 0o7777, uid, gid, target };
-        match self.shared.call_owner(Request::Create { path: p.to_string(), new, excl })? {
+        let new = NewInode {
+            kind,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            target,
+        };
+        match self.shared.call_owner(Request::Create {
+            path: p.to_string(),
+            new,
+            excl,
+        })? {
             Reply::Created { inode, created } => Ok((inode, created)),
             other => Err(other.unexpected()),
         }
@@ -249,7 +300,14 @@ impl Client {
     /// Creates a regular file; with `excl == false` an existing inode (of
     /// any kind) is returned instead of `EEXIST`. Returns the inode and
     /// whether this call made it.
-    pub fn create(&self, path: &str, mode: u32, uid: u32, gid: u32, excl: bool) -> Result<(Inode, bool), Errno> {
+    pub fn create(
+        &self,
+        path: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        excl: bool,
+    ) -> Result<(Inode, bool), Errno> {
         self.on_path(path, |p| {
             if p == "/" {
                 return Err(Errno::EEXIST);
@@ -264,7 +322,9 @@ impl Client {
             if p == "/" {
                 return Err(Errno::EEXIST);
             }
-            Ok(self.create_norm(p, FileKind::Dir, mode, uid, gid, None, true)?.0)
+            Ok(self
+                .create_norm(p, FileKind::Dir, mode, uid, gid, None, true)?
+                .0)
         })
     }
 
@@ -283,7 +343,17 @@ impl Client {
             if p == "/" {
                 return Err(Errno::EEXIST);
             }
-            Ok(self.create_norm(p, FileKind::Symlink, 0o777, uid, gid, Some(target.to_string()), true)?.0)
+            Ok(self
+                .create_norm(
+                    p,
+                    FileKind::Symlink,
+                    0o777,
+                    uid,
+                    gid,
+                    Some(target.to_string()),
+                    true,
+                )?
+                .0)
         })
     }
 
@@ -299,11 +369,20 @@ impl Client {
 
     /// Removes a file or symlink and its data.
     pub fn unlink(&self, path: &str) -> Result<(), Errno> {
-        self.on_path(path, |p| if p == "/" { Err(Errno::EISDIR) } else { self.unlink_norm(p) })
+        self.on_path(path, |p| {
+            if p == "/" {
+                Err(Errno::EISDIR)
+            } else {
+                self.unlink_norm(p)
+            }
+        })
     }
 
     pub(crate) fn unlink_norm(&self, p: &str) -> Result<(), Errno> {
-        let removed = want_inode(self.shared.call_owner(Request::Remove { path: p.to_string(), dir: false }))?;
+        let removed = want_inode(self.shared.call_owner(Request::Remove {
+            path: p.to_string(),
+            dir: false,
+        }))?;
         self.drop_data(&removed);
         Ok(())
     }
@@ -323,21 +402,37 @@ impl Client {
         } else {
             st.all_servers()
         };
-        let reqs = targets.into_iter().map(|id| (To::Server(id), Request::RemoveData { ino })).collect();
+        let reqs = targets
+            .into_iter()
+            .map(|id| (To::Server(id), Request::RemoveData { ino }))
+            .collect();
         for r in self.shared.scatter(reqs) {
             if let Err(e) = want_ok(r) {
-                tracing::warn!(ino, "unlinked, but its data could not be removed everywhere: {e}");
+                tracing::warn!(
+                    ino,
+                    "unlinked, but its data could not be removed everywhere: {e}"
+                );
             }
         }
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, path: &str) -> Result<(), Errno> {
-        self.on_path(path, |p| if p == "/" { Err(Errno::EBUSY) } else { self.rmdir_norm(p) })
+        self.on_path(path, |p| {
+            if p == "/" {
+                Err(Errno::EBUSY)
+            } else {
+                self.rmdir_norm(p)
+            }
+        })
     }
 
     pub(crate) fn rmdir_norm(&self, p: &str) -> Result<(), Errno> {
-        want_inode(self.shared.call_owner(Request::Remove { path: p.to_string(), dir: true })).map(|_| ())
+        want_inode(self.shared.call_owner(Request::Remove {
+            path: p.to_string(),
+            dir: true,
+        }))
+        .map(|_| ())
     }
 
     /// Every entry of a directory, in name order.
@@ -366,12 +461,28 @@ impl Client {
 
     /// One page of a directory: at most `limit` entries after `after`, and
     /// the cursor of the next page (`None` at the end).
-    pub fn readdir_page(&self, path: &str, after: Option<&str>, limit: u32) -> Result<(Vec<DirEntry>, Option<String>), Errno> {
-        self.on_path(path, |p| self.readdir_page_norm(p, after.map(str::to_string), limit))
+    pub fn readdir_page(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<DirEntry>, Option<String>), Errno> {
+        self.on_path(path, |p| {
+            self.readdir_page_norm(p, after.map(str::to_string), limit)
+        })
     }
 
-    fn readdir_page_norm(&self, p: &str, after: Option<String>, limit: u32) -> Result<(Vec<DirEntry>, Option<String>), Errno> {
-        match self.shared.call_owner(Request::ReadDir { path: p.to_string(), after, limit })? {
+    fn readdir_page_norm(
+        &self,
+        p: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<(Vec<DirEntry>, Option<String>), Errno> {
+        match self.shared.call_owner(Request::ReadDir {
+            path: p.to_string(),
+            after,
+            limit,
+        })? {
             Reply::Entries { entries, next } => Ok((entries, next)),
             other => Err(other.unexpected()),
         }
@@ -381,7 +492,10 @@ impl Client {
     /// change also trims or zero-extends the data, as [`Client::truncate`].
     pub fn setattr(&self, path: &str, set: SetAttr) -> Result<Inode, Errno> {
         self.on_path(path, |p| match set.size {
-            None => want_inode(self.shared.call_owner(Request::SetAttr { path: p.to_string(), set })),
+            None => want_inode(self.shared.call_owner(Request::SetAttr {
+                path: p.to_string(),
+                set,
+            })),
             Some(size) => {
                 let cur = self.getattr_norm(p)?;
                 self.set_size(p, &cur, size, set)
@@ -393,7 +507,8 @@ impl Client {
     pub fn truncate(&self, path: &str, size: u64) -> Result<(), Errno> {
         self.on_path(path, |p| {
             let (p, cur) = self.resolve(p.to_string())?;
-            self.set_size(&p, &cur, size, SetAttr::default()).map(|_| ())
+            self.set_size(&p, &cur, size, SetAttr::default())
+                .map(|_| ())
         })
     }
 
@@ -402,19 +517,31 @@ impl Client {
     /// the new size is dropped on every server that may hold some of it, so
     /// a reader never sees zeros inside the old size before the size shrank.
     /// Not atomic against a crash between the two steps.
-    pub(crate) fn set_size(&self, p: &str, cur: &Inode, size: u64, mut set: SetAttr) -> Result<Inode, Errno> {
+    pub(crate) fn set_size(
+        &self,
+        p: &str,
+        cur: &Inode,
+        size: u64,
+        mut set: SetAttr,
+    ) -> Result<Inode, Errno> {
         match cur.attr.kind {
             FileKind::Dir => return Err(Errno::EISDIR),
             FileKind::Symlink => return Err(Errno::EINVAL),
             FileKind::File => {}
         }
         set.size = Some(size);
-        let inode = want_inode(self.shared.call_owner(Request::SetAttr { path: p.to_string(), set }))?;
+        let inode = want_inode(self.shared.call_owner(Request::SetAttr {
+            path: p.to_string(),
+            set,
+        }))?;
         if size < cur.attr.size {
             let ino = cur.attr.ino;
             let st = self.shared.state();
             let targets = trim_targets(&st, ino, size, cur.attr.size);
-            let reqs = targets.into_iter().map(|id| (To::Server(id), Request::TruncateData { ino, size })).collect();
+            let reqs = targets
+                .into_iter()
+                .map(|id| (To::Server(id), Request::TruncateData { ino, size }))
+                .collect();
             for r in self.shared.scatter(reqs) {
                 want_ok(r)?;
             }
@@ -426,14 +553,21 @@ impl Client {
 /// The servers that may hold bytes of `ino` in `[new, old)`: the chunk
 /// owners of that range, or every server when the range spans more chunks
 /// than there are servers.
-pub(crate) fn trim_targets(st: &crate::state::State, ino: u64, new: u64, old: u64) -> BTreeSet<ServerId> {
+pub(crate) fn trim_targets(
+    st: &crate::state::State,
+    ino: u64,
+    new: u64,
+    old: u64,
+) -> BTreeSet<ServerId> {
     let cs = u64::from(st.map.chunk_size);
     let first = new / cs;
     let last = old.saturating_sub(1) / cs;
     if last.saturating_sub(first) >= st.map.servers.len() as u64 {
         return st.all_servers().into_iter().collect();
     }
-    (first..=last).filter_map(|c| st.ring.owner_chunk(ino, c)).collect()
+    (first..=last)
+        .filter_map(|c| st.ring.owner_chunk(ino, c))
+        .collect()
 }
 
 #[cfg(test)]
@@ -452,14 +586,35 @@ mod tests {
         assert_eq!(w.check(FileKind::Dir), Err(Errno::EISDIR));
         assert_eq!(w.check(FileKind::File), Ok(true));
 
-        assert_eq!(OpenPlan::of(libc::O_RDWR).check(FileKind::Dir), Err(Errno::EISDIR));
-        assert_eq!(OpenPlan::of(libc::O_RDONLY | libc::O_CREAT).check(FileKind::Dir), Err(Errno::EISDIR));
-        assert_eq!(OpenPlan::of(libc::O_RDONLY | libc::O_TRUNC).check(FileKind::Dir), Err(Errno::EISDIR));
+        assert_eq!(
+            OpenPlan::of(libc::O_RDWR).check(FileKind::Dir),
+            Err(Errno::EISDIR)
+        );
+        assert_eq!(
+            OpenPlan::of(libc::O_RDONLY | libc::O_CREAT).check(FileKind::Dir),
+            Err(Errno::EISDIR)
+        );
+        assert_eq!(
+            OpenPlan::of(libc::O_RDONLY | libc::O_TRUNC).check(FileKind::Dir),
+            Err(Errno::EISDIR)
+        );
         // O_TRUNC truncates whatever the access mode, as Linux does.
-        assert_eq!(OpenPlan::of(libc::O_RDONLY | libc::O_TRUNC).check(FileKind::File), Ok(true));
-        assert_eq!(OpenPlan::of(libc::O_DIRECTORY).check(FileKind::File), Err(Errno::ENOTDIR));
-        assert_eq!(OpenPlan::of(libc::O_DIRECTORY).check(FileKind::Dir), Ok(false));
-        assert_eq!(OpenPlan::of(libc::O_NOFOLLOW).check(FileKind::Symlink), Err(Errno::ELOOP));
+        assert_eq!(
+            OpenPlan::of(libc::O_RDONLY | libc::O_TRUNC).check(FileKind::File),
+            Ok(true)
+        );
+        assert_eq!(
+            OpenPlan::of(libc::O_DIRECTORY).check(FileKind::File),
+            Err(Errno::ENOTDIR)
+        );
+        assert_eq!(
+            OpenPlan::of(libc::O_DIRECTORY).check(FileKind::Dir),
+            Ok(false)
+        );
+        assert_eq!(
+            OpenPlan::of(libc::O_NOFOLLOW).check(FileKind::Symlink),
+            Err(Errno::ELOOP)
+        );
         // O_EXCL without O_CREAT means nothing.
         assert!(!OpenPlan::of(libc::O_EXCL).excl);
         assert!(OpenPlan::of(libc::O_EXCL | libc::O_CREAT).excl);

@@ -30,7 +30,12 @@ pub(crate) enum Plan {
 }
 
 /// Decides a rename from the kinds at both ends (`dst` `None` when free).
-pub(crate) fn plan(src: &Inode, dst: Option<&Inode>, noreplace: bool, dst_empty: impl FnOnce() -> Result<bool, Errno>) -> Result<Plan, Errno> {
+pub(crate) fn plan(
+    src: &Inode,
+    dst: Option<&Inode>,
+    noreplace: bool,
+    dst_empty: impl FnOnce() -> Result<bool, Errno>,
+) -> Result<Plan, Errno> {
     let Some(d) = dst else {
         return Ok(Plan::Move);
     };
@@ -65,7 +70,9 @@ impl Client {
         }
         let src_inode = self.getattr_norm(&src).map_err(|e| self.refine(&src, e))?;
         let (parent, _) = path::split(&dst).ok_or(Errno::EBUSY)?;
-        let parent_inode = self.getattr_norm(parent).map_err(|e| self.refine(parent, e))?;
+        let parent_inode = self
+            .getattr_norm(parent)
+            .map_err(|e| self.refine(parent, e))?;
         if parent_inode.attr.kind != FileKind::Dir {
             return Err(Errno::ENOTDIR);
         }
@@ -80,7 +87,8 @@ impl Client {
             Err(Errno::ENOENT) => None,
             Err(e) => return Err(e),
         };
-        let dst_empty = || -> Result<bool, Errno> { Ok(self.readdir_page(&dst, None, 1)?.0.is_empty()) };
+        let dst_empty =
+            || -> Result<bool, Errno> { Ok(self.readdir_page(&dst, None, 1)?.0.is_empty()) };
         match plan(&src_inode, dst_inode.as_ref(), noreplace, dst_empty)? {
             Plan::Nothing => return Ok(()),
             Plan::Move => {}
@@ -93,14 +101,23 @@ impl Client {
     /// Moves the record `inode` found at `src` to the free name `dst`.
     fn move_inode(&self, src: &str, dst: &str, mut inode: Inode) -> Result<(), Errno> {
         if inode.attr.kind != FileKind::Dir {
-            want_inode(self.shared.call_owner(Request::Adopt { path: dst.to_string(), inode }))?;
-            want_inode(self.shared.call_owner(Request::Remove { path: src.to_string(), dir: false }))?;
+            want_inode(self.shared.call_owner(Request::Adopt {
+                path: dst.to_string(),
+                inode,
+            }))?;
+            want_inode(self.shared.call_owner(Request::Remove {
+                path: src.to_string(),
+                dir: false,
+            }))?;
             return Ok(());
         }
         // The record lands at dst with no entries yet: its link count is that
         // of an empty directory until its subdirectories move in.
         inode.attr.nlink = 2;
-        want_inode(self.shared.call_owner(Request::Adopt { path: dst.to_string(), inode }))?;
+        want_inode(self.shared.call_owner(Request::Adopt {
+            path: dst.to_string(),
+            inode,
+        }))?;
         for child in self.readdir_norm(src)? {
             let from = format!("{}/{}", src.trim_end_matches('/'), child.name);
             let to = format!("{dst}/{}", child.name);
@@ -123,7 +140,18 @@ mod tests {
     fn node(ino: u64, kind: FileKind) -> Inode {
         let t = Timespec::default();
         Inode {
-            attr: Attr { ino, kind, mode: 0o644, uid: 0, gid: 0, size: 0, nlink: 1, atime: t, mtime: t, ctime: t },
+            attr: Attr {
+                ino,
+                kind,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                nlink: 1,
+                atime: t,
+                mtime: t,
+                ctime: t,
+            },
             target: None,
         }
     }
@@ -140,10 +168,16 @@ mod tests {
         assert_eq!(plan(&f, None, true, empty), Ok(Plan::Move));
         assert_eq!(plan(&f, Some(&g), true, empty), Err(Errno::EEXIST));
         assert_eq!(plan(&f, Some(&f), false, empty), Ok(Plan::Nothing));
-        assert_eq!(plan(&f, Some(&g), false, empty), Ok(Plan::Replace { dst_dir: false }));
+        assert_eq!(
+            plan(&f, Some(&g), false, empty),
+            Ok(Plan::Replace { dst_dir: false })
+        );
         assert_eq!(plan(&d, Some(&f), false, empty), Err(Errno::ENOTDIR));
         assert_eq!(plan(&f, Some(&d), false, empty), Err(Errno::EISDIR));
         assert_eq!(plan(&d, Some(&e), false, full), Err(Errno::ENOTEMPTY));
-        assert_eq!(plan(&d, Some(&e), false, empty), Ok(Plan::Replace { dst_dir: true }));
+        assert_eq!(
+            plan(&d, Some(&e), false, empty),
+            Ok(Plan::Replace { dst_dir: true })
+        );
     }
 }

@@ -48,10 +48,12 @@ pub(crate) fn resolve(st: &State, to: To, req: &Request) -> Option<ServerId> {
             | Request::Remove { path, .. }
             | Request::Adopt { path, .. }
             | Request::ReadDir { path, .. } => st.ring.owner_path(path),
-            Request::AddEntry { dir, .. } | Request::RemoveEntry { dir, .. } | Request::GetEntry { dir, .. } => {
-                st.ring.owner_path(dir)
+            Request::AddEntry { dir, .. }
+            | Request::RemoveEntry { dir, .. }
+            | Request::GetEntry { dir, .. } => st.ring.owner_path(dir),
+            Request::Read { ino, chunk, .. } | Request::Write { ino, chunk, .. } => {
+                st.ring.owner_chunk(*ino, *chunk)
             }
-            Request::Read { ino, chunk, .. } | Request::Write { ino, chunk, .. } => st.ring.owner_chunk(*ino, *chunk),
             _ => None,
         },
     }
@@ -80,7 +82,9 @@ impl Shared {
     /// Sends one request and returns its reply (`Reply::Err` and
     /// `StaleEpoch` already handled: `Reply::Err(e)` becomes `Err(e)`).
     pub(crate) fn call(&self, to: To, req: Request) -> Result<Reply, Errno> {
-        self.scatter(vec![(to, req)]).pop().unwrap_or(Err(Errno::EIO))
+        self.scatter(vec![(to, req)])
+            .pop()
+            .unwrap_or(Err(Errno::EIO))
     }
 
     /// Sends a request to the owner of its key.
@@ -142,7 +146,11 @@ impl Shared {
             let broken_ok = !broken.is_empty() && !transport_retried;
             let fresh = if stale_ok || broken_ok {
                 let seen = st.map.epoch;
-                let r = if broken_ok { self.refresh() } else { self.refresh_after(seen) };
+                let r = if broken_ok {
+                    self.refresh()
+                } else {
+                    self.refresh_after(seen)
+                };
                 r.ok()
             } else {
                 None
@@ -198,7 +206,9 @@ impl Shared {
                 }
             }
         }
-        out.into_iter().map(|r| r.unwrap_or(Err(Errno::EIO))).collect()
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(Errno::EIO)))
+            .collect()
     }
 
     /// Groups pending requests by server; unroutable ones fail with `EIO`.
@@ -230,7 +240,11 @@ impl Shared {
         reqs: &[(To, Request)],
         groups: BTreeMap<ServerId, Vec<usize>>,
     ) -> Vec<(usize, ServerId, Outcome)> {
-        let total: u64 = groups.values().flatten().map(|&i| payload(&reqs[i].1)).sum();
+        let total: u64 = groups
+            .values()
+            .flatten()
+            .map(|&i| payload(&reqs[i].1))
+            .sum();
         let big = total >= 2 * u64::from(st.map.chunk_size);
         let groups: Vec<(ServerId, Vec<usize>)> = groups.into_iter().collect();
         if groups.len() > 1 && big {
@@ -242,17 +256,29 @@ impl Shared {
                 let handles: Vec<_> = (1..lanes)
                     .map(|k| {
                         let mine: Vec<&(ServerId, Vec<usize>)> = lane(k).collect();
-                        (s.spawn(move || mine.iter().flat_map(|(id, idxs)| self.run_group(st, reqs, *id, idxs)).collect::<Vec<_>>()), k)
+                        (
+                            s.spawn(move || {
+                                mine.iter()
+                                    .flat_map(|(id, idxs)| self.run_group(st, reqs, *id, idxs))
+                                    .collect::<Vec<_>>()
+                            }),
+                            k,
+                        )
                     })
                     .collect();
-                let mut all: Vec<_> = lane(0).flat_map(|(id, idxs)| self.run_group(st, reqs, *id, idxs)).collect();
+                let mut all: Vec<_> = lane(0)
+                    .flat_map(|(id, idxs)| self.run_group(st, reqs, *id, idxs))
+                    .collect();
                 for (h, k) in handles {
                     match h.join() {
                         Ok(v) => all.extend(v),
                         Err(_) => {
                             tracing::warn!("request thread panicked");
                             for (id, idxs) in lane(k) {
-                                all.extend(idxs.iter().map(|&i| (i, *id, Outcome::Done(Err(Errno::EIO)))));
+                                all.extend(
+                                    idxs.iter()
+                                        .map(|&i| (i, *id, Outcome::Done(Err(Errno::EIO)))),
+                                );
                             }
                         }
                     }
@@ -260,13 +286,25 @@ impl Shared {
                 all
             })
         } else {
-            groups.iter().flat_map(|(id, idxs)| self.run_group(st, reqs, *id, idxs)).collect()
+            groups
+                .iter()
+                .flat_map(|(id, idxs)| self.run_group(st, reqs, *id, idxs))
+                .collect()
         }
     }
 
-    fn run_group(&self, st: &State, reqs: &[(To, Request)], id: ServerId, idxs: &[usize]) -> Vec<(usize, ServerId, Outcome)> {
+    fn run_group(
+        &self,
+        st: &State,
+        reqs: &[(To, Request)],
+        id: ServerId,
+        idxs: &[usize],
+    ) -> Vec<(usize, ServerId, Outcome)> {
         let Some(conn) = st.conns.get(&id) else {
-            return idxs.iter().map(|&i| (i, id, Outcome::Done(Err(Errno::EIO)))).collect();
+            return idxs
+                .iter()
+                .map(|&i| (i, id, Outcome::Done(Err(Errno::EIO))))
+                .collect();
         };
         let batch: Vec<Request> = idxs.iter().map(|&i| reqs[i].1.clone()).collect();
         let mut replies = conn.call_many(st.map.epoch, batch).into_iter();

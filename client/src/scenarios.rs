@@ -8,7 +8,9 @@ use sealfs_proto::{ServerId, ServerState};
 const RW: i32 = libc::O_RDWR;
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -29,7 +31,12 @@ fn namespace_basics() {
     assert_eq!(cl.stat("/d/./f").unwrap().attr.ino, f.attr.ino);
     assert_eq!(cl.lstat("/nope"), Err(Errno::ENOENT));
     assert_eq!(cl.lstat("relative"), Err(Errno::EINVAL));
-    let names: Vec<String> = cl.readdir("/d").unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = cl
+        .readdir("/d")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, ["f"]);
     assert_eq!(cl.rmdir("/d"), Err(Errno::ENOTEMPTY));
     assert_eq!(cl.rmdir("/"), Err(Errno::EBUSY));
@@ -47,7 +54,8 @@ fn readdir_reads_every_page() {
     let cl = c.client();
     cl.mkdir("/d", 0o755, 0, 0).unwrap();
     for i in 0..2500 {
-        cl.create(&format!("/d/f{i:05}"), 0o644, 0, 0, true).unwrap();
+        cl.create(&format!("/d/f{i:05}"), 0o644, 0, 0, true)
+            .unwrap();
     }
     let all = cl.readdir("/d").unwrap();
     assert_eq!(all.len(), 2500);
@@ -136,7 +144,10 @@ fn unlink_drops_data_everywhere() {
     assert_eq!(m.stored(small), 0);
     assert_eq!(m.stored(big), 0);
     // The small file's data went to one server only.
-    assert_eq!(m.served.iter().filter(|n| **n == "remove_data").count(), 1 + 3);
+    assert_eq!(
+        m.served.iter().filter(|n| **n == "remove_data").count(),
+        1 + 3
+    );
 }
 
 #[test]
@@ -145,14 +156,44 @@ fn setattr_and_truncate() {
     let cl = c.client();
     let ino = cl.create("/f", 0o644, 0, 0, true).unwrap().0.attr.ino;
     cl.write_at("/f", ino, 0, &pattern(100, 9)).unwrap();
-    let i = cl.setattr("/f", SetAttr { mode: Some(0o600), size: Some(20), ..Default::default() }).unwrap();
+    let i = cl
+        .setattr(
+            "/f",
+            SetAttr {
+                mode: Some(0o600),
+                size: Some(20),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!((i.attr.mode, i.attr.size), (0o600, 20));
     assert_eq!(c.m.lock().stored(ino), 20);
     assert_eq!(cl.read_file("/f").unwrap(), &pattern(100, 9)[..20]);
     cl.mkdir("/d", 0o755, 0, 0).unwrap();
     assert_eq!(cl.truncate("/d", 0), Err(Errno::EISDIR));
-    assert_eq!(cl.setattr("/d", SetAttr { size: Some(0), ..Default::default() }), Err(Errno::EISDIR));
-    assert_eq!(cl.setattr("/d", SetAttr { mode: Some(0o700), ..Default::default() }).unwrap().attr.mode, 0o700);
+    assert_eq!(
+        cl.setattr(
+            "/d",
+            SetAttr {
+                size: Some(0),
+                ..Default::default()
+            }
+        ),
+        Err(Errno::EISDIR)
+    );
+    assert_eq!(
+        cl.setattr(
+            "/d",
+            SetAttr {
+                mode: Some(0o700),
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .attr
+        .mode,
+        0o700
+    );
 }
 
 #[test]
@@ -162,24 +203,58 @@ fn open_flags_end_to_end() {
     let f = cl.open("/f", libc::O_CREAT | RW, 0o644, 0, 0).unwrap();
     assert_eq!(f.attr.kind, FileKind::File);
     cl.write_at("/f", f.attr.ino, 0, b"hello world").unwrap();
-    assert_eq!(cl.open("/f", libc::O_CREAT | libc::O_EXCL | RW, 0o644, 0, 0), Err(Errno::EEXIST));
-    assert_eq!(cl.open("/f", libc::O_RDONLY | libc::O_DIRECTORY, 0, 0, 0), Err(Errno::ENOTDIR));
-    assert_eq!(cl.open("/nope", libc::O_RDONLY, 0, 0, 0), Err(Errno::ENOENT));
-    assert_eq!(cl.open("/f", libc::O_RDONLY, 0, 0, 0).unwrap().attr.size, 11);
+    assert_eq!(
+        cl.open("/f", libc::O_CREAT | libc::O_EXCL | RW, 0o644, 0, 0),
+        Err(Errno::EEXIST)
+    );
+    assert_eq!(
+        cl.open("/f", libc::O_RDONLY | libc::O_DIRECTORY, 0, 0, 0),
+        Err(Errno::ENOTDIR)
+    );
+    assert_eq!(
+        cl.open("/nope", libc::O_RDONLY, 0, 0, 0),
+        Err(Errno::ENOENT)
+    );
+    assert_eq!(
+        cl.open("/f", libc::O_RDONLY, 0, 0, 0).unwrap().attr.size,
+        11
+    );
     // O_TRUNC truncates even with O_RDONLY, as Linux does.
-    assert_eq!(cl.open("/f", libc::O_RDONLY | libc::O_TRUNC, 0, 0, 0).unwrap().attr.size, 0);
+    assert_eq!(
+        cl.open("/f", libc::O_RDONLY | libc::O_TRUNC, 0, 0, 0)
+            .unwrap()
+            .attr
+            .size,
+        0
+    );
     assert_eq!(c.m.lock().stored(f.attr.ino), 0);
     cl.write_at("/f", f.attr.ino, 0, b"hello world").unwrap();
-    let t = cl.open("/f", libc::O_WRONLY | libc::O_TRUNC, 0, 0, 0).unwrap();
+    let t = cl
+        .open("/f", libc::O_WRONLY | libc::O_TRUNC, 0, 0, 0)
+        .unwrap();
     assert_eq!(t.attr.size, 0);
     assert_eq!(c.m.lock().stored(f.attr.ino), 0);
     cl.mkdir("/d", 0o755, 0, 0).unwrap();
-    assert!(cl.open("/d", libc::O_RDONLY | libc::O_DIRECTORY, 0, 0, 0).is_ok());
+    assert!(cl
+        .open("/d", libc::O_RDONLY | libc::O_DIRECTORY, 0, 0, 0)
+        .is_ok());
     assert_eq!(cl.open("/d", RW, 0, 0, 0), Err(Errno::EISDIR));
-    assert_eq!(cl.open("/d", libc::O_CREAT | libc::O_RDONLY, 0o644, 0, 0), Err(Errno::EISDIR));
-    assert_eq!(cl.open("/", libc::O_CREAT | libc::O_RDONLY, 0o644, 0, 0), Err(Errno::EISDIR));
-    assert_eq!(cl.open("/missing/f", libc::O_CREAT | RW, 0o644, 0, 0), Err(Errno::ENOENT));
-    assert_eq!(cl.open("/f/x", libc::O_CREAT | RW, 0o644, 0, 0), Err(Errno::ENOTDIR));
+    assert_eq!(
+        cl.open("/d", libc::O_CREAT | libc::O_RDONLY, 0o644, 0, 0),
+        Err(Errno::EISDIR)
+    );
+    assert_eq!(
+        cl.open("/", libc::O_CREAT | libc::O_RDONLY, 0o644, 0, 0),
+        Err(Errno::EISDIR)
+    );
+    assert_eq!(
+        cl.open("/missing/f", libc::O_CREAT | RW, 0o644, 0, 0),
+        Err(Errno::ENOENT)
+    );
+    assert_eq!(
+        cl.open("/f/x", libc::O_CREAT | RW, 0o644, 0, 0),
+        Err(Errno::ENOTDIR)
+    );
 }
 
 #[test]
@@ -200,19 +275,33 @@ fn symlinks() {
     }
     assert_eq!(cl.read_file("/a/chain").unwrap(), b"target");
     // open follows, O_NOFOLLOW refuses.
-    assert_eq!(cl.open("/abs", libc::O_RDONLY, 0, 0, 0).unwrap().attr.ino, t);
-    assert_eq!(cl.open("/abs", libc::O_RDONLY | libc::O_NOFOLLOW, 0, 0, 0), Err(Errno::ELOOP));
+    assert_eq!(
+        cl.open("/abs", libc::O_RDONLY, 0, 0, 0).unwrap().attr.ino,
+        t
+    );
+    assert_eq!(
+        cl.open("/abs", libc::O_RDONLY | libc::O_NOFOLLOW, 0, 0, 0),
+        Err(Errno::ELOOP)
+    );
     // O_CREAT through a dangling link creates its target; with O_EXCL it fails.
     cl.symlink("made", "/dangling", 0, 0).unwrap();
-    assert_eq!(cl.open("/dangling", libc::O_CREAT | libc::O_EXCL | RW, 0o644, 0, 0), Err(Errno::EEXIST));
-    let (p, made) = cl.open_resolved("/dangling", libc::O_CREAT | RW, 0o644, 0, 0).unwrap();
+    assert_eq!(
+        cl.open("/dangling", libc::O_CREAT | libc::O_EXCL | RW, 0o644, 0, 0),
+        Err(Errno::EEXIST)
+    );
+    let (p, made) = cl
+        .open_resolved("/dangling", libc::O_CREAT | RW, 0o644, 0, 0)
+        .unwrap();
     assert_eq!(p, "/made");
     assert_eq!(cl.stat("/made").unwrap().attr.ino, made.attr.ino);
     // Loops.
     cl.symlink("loop2", "/loop1", 0, 0).unwrap();
     cl.symlink("loop1", "/loop2", 0, 0).unwrap();
     assert_eq!(cl.stat("/loop1"), Err(Errno::ELOOP));
-    assert_eq!(cl.open("/loop1", libc::O_RDONLY, 0, 0, 0), Err(Errno::ELOOP));
+    assert_eq!(
+        cl.open("/loop1", libc::O_RDONLY, 0, 0, 0),
+        Err(Errno::ELOOP)
+    );
     assert_eq!(cl.symlink("", "/e", 0, 0), Err(Errno::ENOENT));
     // A chain of exactly 40 links resolves, 41 does not.
     cl.write_file("/end", b"x", 0o644).unwrap();
@@ -244,8 +333,14 @@ fn rename_files_and_dirs() {
     assert_eq!(cl.read_file("/h").unwrap(), pattern(100, 2));
     assert_eq!(c.m.lock().stored(old), 0);
     cl.write_file("/k", b"k", 0o644).unwrap();
-    assert_eq!(cl.rename("/h", "/k", libc::RENAME_NOREPLACE), Err(Errno::EEXIST));
-    assert_eq!(cl.rename("/h", "/k", libc::RENAME_EXCHANGE), Err(Errno::EINVAL));
+    assert_eq!(
+        cl.rename("/h", "/k", libc::RENAME_NOREPLACE),
+        Err(Errno::EEXIST)
+    );
+    assert_eq!(
+        cl.rename("/h", "/k", libc::RENAME_EXCHANGE),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(cl.rename("/h", "/h", 0), Ok(()));
     assert_eq!(cl.rename("/nope", "/x", 0), Err(Errno::ENOENT));
     assert_eq!(cl.rename("/h", "/nodir/x", 0), Err(Errno::ENOENT));
@@ -275,7 +370,12 @@ fn rename_files_and_dirs() {
     assert_eq!(cl.stat("/empty/sub").unwrap().attr.mode, 0o700);
     assert_eq!(cl.read_file("/empty/sub/deep").unwrap(), b"deep");
     assert_eq!(cl.read_file("/empty/link").unwrap(), b"deep");
-    let names: Vec<String> = cl.readdir("/empty").unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = cl
+        .readdir("/empty")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, ["link", "sub", "top"]);
     assert!(c.m.lock().misrouted.is_empty());
 }
@@ -317,7 +417,9 @@ fn unreachable_and_down_servers_give_eio() {
     let c = Cluster::new(3, 16);
     let cl = c.client();
     cl.mkdir("/d", 0o755, 0, 0).unwrap();
-    let owner = sealfs_proto::Ring::of_map(&cl.map()).owner_path("/d").unwrap();
+    let owner = sealfs_proto::Ring::of_map(&cl.map())
+        .owner_path("/d")
+        .unwrap();
     let addr = cl.map().server(owner).unwrap().addr.clone();
     // Dead at the same address: EIO (after one refresh).
     c.m.lock().dead.insert(addr.clone());
@@ -338,7 +440,10 @@ fn unreachable_and_down_servers_give_eio() {
     assert_eq!(c.m.lock().served.len(), served);
     // statfs sums the servers that are up.
     let s = cl.statfs().unwrap();
-    assert_eq!((s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namemax), (200, 120, 100, 2000, 1800, 4096, 255));
+    assert_eq!(
+        (s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namemax),
+        (200, 120, 100, 2000, 1800, 4096, 255)
+    );
     cl.fsync("/d", 1).unwrap();
 }
 
@@ -369,7 +474,10 @@ fn reads_clip_to_the_size_without_huge_buffers() {
     cl.write_file("/f", b"0123456789", 0o644).unwrap();
     let ino = cl.stat("/f").unwrap().attr.ino;
     assert_eq!(cl.read_at("/f", ino, 3, usize::MAX).unwrap(), b"3456789");
-    assert_eq!(cl.read_at("/f", ino, u64::MAX - 1, usize::MAX).unwrap(), b"");
+    assert_eq!(
+        cl.read_at("/f", ino, u64::MAX - 1, usize::MAX).unwrap(),
+        b""
+    );
     assert!(cl.read_at("/f", ino, 0, 0).unwrap().is_empty());
     // The path names another inode now.
     cl.unlink("/f").unwrap();
@@ -377,7 +485,10 @@ fn reads_clip_to_the_size_without_huge_buffers() {
     assert_eq!(cl.read_at("/f", ino, 0, 10), Err(Errno::ESTALE));
     assert_eq!(cl.read_at("/", 1, 0, 10), Err(Errno::EISDIR));
     assert_eq!(cl.read_file("/"), Err(Errno::EISDIR));
-    assert_eq!(cl.write_at("/f", ino, u64::MAX - 1, b"xy"), Err(Errno::EFBIG));
+    assert_eq!(
+        cl.write_at("/f", ino, u64::MAX - 1, b"xy"),
+        Err(Errno::EFBIG)
+    );
 }
 
 #[test]
@@ -403,7 +514,10 @@ fn a_file_in_the_middle_of_a_path_gives_enotdir() {
     assert_eq!(cl.unlink("/a/f/x"), Err(Errno::ENOTDIR));
     assert_eq!(cl.rmdir("/a/f/x"), Err(Errno::ENOTDIR));
     assert_eq!(cl.mkdir("/a/f/g/h", 0o755, 0, 0), Err(Errno::ENOTDIR));
-    assert_eq!(cl.open("/a/f/g", libc::O_RDONLY, 0, 0, 0), Err(Errno::ENOTDIR));
+    assert_eq!(
+        cl.open("/a/f/g", libc::O_RDONLY, 0, 0, 0),
+        Err(Errno::ENOTDIR)
+    );
     assert_eq!(cl.readdir("/a/f/g"), Err(Errno::ENOTDIR));
     assert_eq!(cl.truncate("/a/f/g", 0), Err(Errno::ENOTDIR));
     assert_eq!(cl.rename("/a/f/g", "/z", 0), Err(Errno::ENOTDIR));

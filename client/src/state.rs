@@ -30,9 +30,11 @@ pub type Connector = dyn Fn(&str, &ClientConfig) -> Arc<dyn Transport> + Send + 
 /// first call and logged once (see `sealfs_transport::shm::connect`).
 pub(crate) fn default_connector() -> Arc<Connector> {
     let mode = sealfs_transport::shm::Mode::from_env();
-    Arc::new(move |addr: &str, cfg: &ClientConfig| -> Arc<dyn Transport> {
-        sealfs_transport::shm::connect(addr, cfg, mode)
-    })
+    Arc::new(
+        move |addr: &str, cfg: &ClientConfig| -> Arc<dyn Transport> {
+            sealfs_transport::shm::connect(addr, cfg, mode)
+        },
+    )
 }
 
 /// Shortest time between two refreshes caused by a server marked down.
@@ -50,14 +52,21 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn build(map: ClusterMap, prev: Option<&State>, connector: &Connector, cfg: &ClientConfig) -> State {
+    fn build(
+        map: ClusterMap,
+        prev: Option<&State>,
+        connector: &Connector,
+        cfg: &ClientConfig,
+    ) -> State {
         let ring = Ring::of_map(&map);
         let mut conns = HashMap::with_capacity(map.servers.len());
         for s in &map.servers {
             // A server back from down gets fresh connections: the idle ones
             // went to the process that died.
             let came_back = prev.is_some_and(|p| p.is_down(s.id)) && s.state == ServerState::Up;
-            let reuse = prev.and_then(|p| p.conns.get(&s.id)).filter(|t| t.addr() == s.addr && !came_back);
+            let reuse = prev
+                .and_then(|p| p.conns.get(&s.id))
+                .filter(|t| t.addr() == s.addr && !came_back);
             let t = match reuse {
                 Some(t) => t.clone(),
                 None => connector(&s.addr, cfg),
@@ -79,7 +88,12 @@ impl State {
 
     /// Ids of the servers marked up.
     pub fn up_servers(&self) -> Vec<ServerId> {
-        self.map.servers.iter().filter(|s| s.state == ServerState::Up).map(|s| s.id).collect()
+        self.map
+            .servers
+            .iter()
+            .filter(|s| s.state == ServerState::Up)
+            .map(|s| s.id)
+            .collect()
     }
 
     /// Ids of every server in the map.
@@ -109,7 +123,10 @@ impl std::fmt::Display for FetchError {
 /// Checks that a map can be routed by.
 pub(crate) fn check_map(map: &ClusterMap) -> Result<(), String> {
     if map.chunk_size == 0 || map.chunk_size > MAX_CHUNK_SIZE {
-        return Err(format!("chunk size {} out of range (1..={MAX_CHUNK_SIZE})", map.chunk_size));
+        return Err(format!(
+            "chunk size {} out of range (1..={MAX_CHUNK_SIZE})",
+            map.chunk_size
+        ));
     }
     Ok(())
 }
@@ -133,7 +150,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Connects to the manager and fetches the first map.
-    pub fn connect(manager_addr: &str, cfg: ClientConfig, connector: Arc<Connector>) -> Result<Shared, FetchError> {
+    pub fn connect(
+        manager_addr: &str,
+        cfg: ClientConfig,
+        connector: Arc<Connector>,
+    ) -> Result<Shared, FetchError> {
         let manager = connector(manager_addr, &cfg);
         let map = fetch(manager.as_ref())?;
         let state = State::build(map, None, connector.as_ref(), &cfg);
@@ -142,7 +163,10 @@ impl Shared {
             connector,
             cfg,
             state: RwLock::new(Arc::new(state)),
-            refresh: Mutex::new(RefreshLog { last: Some(Instant::now()), manager }),
+            refresh: Mutex::new(RefreshLog {
+                last: Some(Instant::now()),
+                manager,
+            }),
         })
     }
 
@@ -172,7 +196,10 @@ impl Shared {
     /// [`DOWN_REFRESH_INTERVAL`]; for servers marked down.
     pub fn refresh_if_due(&self) -> Arc<State> {
         let mut log = self.refresh.lock();
-        if log.last.is_some_and(|t| t.elapsed() < DOWN_REFRESH_INTERVAL) {
+        if log
+            .last
+            .is_some_and(|t| t.elapsed() < DOWN_REFRESH_INTERVAL)
+        {
             return self.state();
         }
         match self.refresh_locked(&mut log) {
@@ -208,9 +235,18 @@ impl Shared {
         let prev = self.state();
         if map.epoch < prev.map.epoch {
             // A restarted manager may count again from 1; its map is the truth.
-            tracing::info!(old = prev.map.epoch, new = map.epoch, "cluster map epoch went backwards");
+            tracing::info!(
+                old = prev.map.epoch,
+                new = map.epoch,
+                "cluster map epoch went backwards"
+            );
         }
-        let next = Arc::new(State::build(map, Some(&prev), self.connector.as_ref(), &self.cfg));
+        let next = Arc::new(State::build(
+            map,
+            Some(&prev),
+            self.connector.as_ref(),
+            &self.cfg,
+        ));
         *self.state.write() = next.clone();
         Ok(next)
     }
@@ -228,6 +264,8 @@ fn fetch(manager: &dyn Transport) -> Result<ClusterMap, FetchError> {
             Ok(m)
         }
         Reply::Err(e) => Err(FetchError::Bad(format!("GetMap failed: {e}"))),
-        other => Err(FetchError::Bad(format!("unexpected reply to GetMap: {other:?}"))),
+        other => Err(FetchError::Bad(format!(
+            "unexpected reply to GetMap: {other:?}"
+        ))),
     }
 }

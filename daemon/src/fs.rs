@@ -242,7 +242,9 @@ impl SealFs {
 
     /// Hands the kernel an entry for `inode` found at `path`.
     fn entry(&self, path: &str, inode: &Inode, reply: ReplyEntry) {
-        self.table.lock().looked_up(inode.attr.ino, path, inode.attr.kind == FileKind::Dir);
+        self.table
+            .lock()
+            .looked_up(inode.attr.ino, path, inode.attr.kind == FileKind::Dir);
         reply.entry(
             &self.opts.entry_ttl,
             &file_attr(&inode.attr, false),
@@ -882,7 +884,11 @@ impl Filesystem for SealFs {
             added += 1;
             if e.name != "." && e.name != ".." {
                 // The kernel takes a reference on every other entry it is sent.
-                self.table.lock().looked_up(e.ino, &child(&dir, &e.name), e.kind == FileType::Directory);
+                self.table.lock().looked_up(
+                    e.ino,
+                    &child(&dir, &e.name),
+                    e.kind == FileType::Directory,
+                );
             }
         }
         reply.ok();
@@ -933,7 +939,14 @@ impl Filesystem for SealFs {
     // mount, which then answers `EOPNOTSUPP` itself without asking again
     // (the kernel's own `security.capability` lookup on the first write
     // would otherwise log a warning on every mount).
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
         reply.error(Errno::ENOSYS);
     }
 

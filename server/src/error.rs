@@ -34,6 +34,9 @@ pub enum ServerError {
 
 impl ServerError {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        ServerError::Io { what: what.into(), source }
+        ServerError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }

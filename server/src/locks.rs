@@ -40,9 +40,18 @@ impl LockTable {
     pub async fn lock(&self, path: &str) -> PathGuard {
         // Clones of a slot are only made under the table lock, so the
         // strong count seen under it is exact.
-        let slot = self.slots.lock().entry(path.to_string()).or_default().clone();
+        let slot = self
+            .slots
+            .lock()
+            .entry(path.to_string())
+            .or_default()
+            .clone();
         let guard = slot.lock_owned().await;
-        PathGuard { key: path.to_string(), guard: Some(guard), slots: self.slots.clone() }
+        PathGuard {
+            key: path.to_string(),
+            guard: Some(guard),
+            slots: self.slots.clone(),
+        }
     }
 
     /// Paths with a slot (held or awaited).
@@ -85,7 +94,11 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 for _ in 0..50 {
                     let _g = table.lock("/a").await;
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders of /a");
+                    assert_eq!(
+                        inside.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two holders of /a"
+                    );
                     tokio::task::yield_now().await;
                     inside.fetch_sub(1, Ordering::SeqCst);
                 }

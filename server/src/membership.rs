@@ -59,7 +59,10 @@ pub fn load_or_create_uuid(meta_dir: &Path) -> Result<String, ServerError> {
             if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(s)
             } else {
-                Err(ServerError::Config(format!("{} does not hold a 32-digit hex uuid", path.display())))
+                Err(ServerError::Config(format!(
+                    "{} does not hold a 32-digit hex uuid",
+                    path.display()
+                )))
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -89,7 +92,12 @@ impl Membership {
             max_idle: 2,
             ..ClientConfig::default()
         };
-        let empty = ClusterMap { epoch: 0, chunk_size: 0, vnodes: 0, servers: Vec::new() };
+        let empty = ClusterMap {
+            epoch: 0,
+            chunk_size: 0,
+            vnodes: 0,
+            servers: Vec::new(),
+        };
         Membership {
             manager: TcpPool::new(manager, cfg),
             uuid,
@@ -118,7 +126,12 @@ impl Membership {
             return false;
         }
         if map.epoch != v.map.epoch {
-            tracing::info!("cluster map epoch {} → {} ({} servers)", v.map.epoch, map.epoch, map.servers.len());
+            tracing::info!(
+                "cluster map epoch {} → {} ({} servers)",
+                v.map.epoch,
+                map.epoch,
+                map.servers.len()
+            );
         }
         {
             // Drop pools whose server moved or left.
@@ -140,13 +153,19 @@ impl Membership {
 
     /// One `Register` round trip (blocking).
     pub fn register_once(&self) -> Result<(), String> {
-        let req = Request::Register { uuid: self.uuid.clone(), addr: self.addr.clone() };
+        let req = Request::Register {
+            uuid: self.uuid.clone(),
+            addr: self.addr.clone(),
+        };
         match self.manager.call(0, req) {
             Ok(Reply::Registered { id, map }) => {
                 self.set_registered(id, map);
                 Ok(())
             }
-            Ok(r) => Err(format!("manager {} answered Register with {r:?}", self.manager.addr())),
+            Ok(r) => Err(format!(
+                "manager {} answered Register with {r:?}",
+                self.manager.addr()
+            )),
             Err(e) => Err(format!("manager unreachable: {e}")),
         }
     }
@@ -160,7 +179,10 @@ impl Membership {
                 Err(e) => {
                     // Warn on the first failure and then every 10th.
                     if tries.is_multiple_of(10) {
-                        tracing::warn!("cannot register with {}: {e}; retrying", self.manager.addr());
+                        tracing::warn!(
+                            "cannot register with {}: {e}; retrying",
+                            self.manager.addr()
+                        );
                     }
                     tries += 1;
                     std::thread::sleep(retry);
@@ -210,37 +232,45 @@ impl Membership {
 
     /// Starts the heartbeat thread: every `every`, `Heartbeat{id}` → newest
     /// map; registers again when the manager has forgotten us.
-    pub fn start_heartbeat(self: &Arc<Self>, every: Duration) -> std::io::Result<std::thread::JoinHandle<()>> {
+    pub fn start_heartbeat(
+        self: &Arc<Self>,
+        every: Duration,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let me = self.clone();
-        std::thread::Builder::new().name("sealfs-heartbeat".into()).spawn(move || {
-            let mut failing = false;
-            loop {
-                std::thread::sleep(every);
-                let res = match me.manager.call(0, Request::Heartbeat { id: me.id() }) {
-                    Ok(Reply::Map(map)) => {
-                        me.install(map, false);
-                        Ok(())
+        std::thread::Builder::new()
+            .name("sealfs-heartbeat".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(every);
+                    let res = match me.manager.call(0, Request::Heartbeat { id: me.id() }) {
+                        Ok(Reply::Map(map)) => {
+                            me.install(map, false);
+                            Ok(())
+                        }
+                        Ok(Reply::Err(Errno::ENOENT)) => {
+                            tracing::warn!(
+                                "the manager does not know {}; registering again",
+                                me.id()
+                            );
+                            me.register_once()
+                        }
+                        Ok(r) => Err(format!("manager answered Heartbeat with {r:?}")),
+                        Err(e) => Err(format!("manager unreachable: {e}")),
+                    };
+                    match res {
+                        Ok(()) if failing => {
+                            tracing::info!("heartbeats reach the manager again");
+                            failing = false;
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            tracing::warn!("heartbeat failed: {e}");
+                            failing = true;
+                        }
+                        Err(_) => {}
                     }
-                    Ok(Reply::Err(Errno::ENOENT)) => {
-                        tracing::warn!("the manager does not know {}; registering again", me.id());
-                        me.register_once()
-                    }
-                    Ok(r) => Err(format!("manager answered Heartbeat with {r:?}")),
-                    Err(e) => Err(format!("manager unreachable: {e}")),
-                };
-                match res {
-                    Ok(()) if failing => {
-                        tracing::info!("heartbeats reach the manager again");
-                        failing = false;
-                    }
-                    Ok(()) => {}
-                    Err(e) if !failing => {
-                        tracing::warn!("heartbeat failed: {e}");
-                        failing = true;
-                    }
-                    Err(_) => {}
                 }
-            }
-        })
+            })
     }
 }

@@ -27,7 +27,8 @@ use crate::SyncPolicy;
 use parking_lot::Mutex;
 use sealfs_proto::path;
 use sealfs_proto::{
-    Attr, DirEntry, Envelope, Errno, FileKind, Inode, NewInode, Reply, Request, SetAttr, StatFs, TimeSet, Timespec,
+    Attr, DirEntry, Envelope, Errno, FileKind, Inode, NewInode, Reply, Request, SetAttr, StatFs,
+    TimeSet, Timespec,
 };
 use sealfs_transport::tcp::Handler;
 use std::path::PathBuf;
@@ -90,9 +91,19 @@ impl EntryReq {
     fn to_request(&self, dir: &str) -> Request {
         let dir = dir.to_string();
         match self {
-            EntryReq::Add(entry) => Request::AddEntry { dir, entry: entry.clone() },
-            EntryReq::Remove { name, ino } => Request::RemoveEntry { dir, name: name.clone(), ino: *ino },
-            EntryReq::Get { name } => Request::GetEntry { dir, name: name.clone() },
+            EntryReq::Add(entry) => Request::AddEntry {
+                dir,
+                entry: entry.clone(),
+            },
+            EntryReq::Remove { name, ino } => Request::RemoveEntry {
+                dir,
+                name: name.clone(),
+                ino: *ino,
+            },
+            EntryReq::Get { name } => Request::GetEntry {
+                dir,
+                name: name.clone(),
+            },
         }
     }
 }
@@ -142,7 +153,10 @@ impl Node {
             inline_store: sync != SyncPolicy::Always,
             meta_dir,
             data_dir,
-            ino: Mutex::new(InoAlloc { next, limit: reserved }),
+            ino: Mutex::new(InoAlloc {
+                next,
+                limit: reserved,
+            }),
             root_init: Mutex::new(()),
         })
     }
@@ -187,7 +201,9 @@ impl Node {
             },
             target: None,
         });
-        self.meta.commit(&[MetaOp::PutInode("/".into(), rec.clone())]).map_err(se)?;
+        self.meta
+            .commit(&[MetaOp::PutInode("/".into(), rec.clone())])
+            .map_err(se)?;
         tracing::info!("created the root directory");
         Ok(rec)
     }
@@ -231,13 +247,19 @@ impl Node {
         if owner == Some(self.members.id()) {
             None
         } else {
-            Some(Reply::StaleEpoch { epoch: view.map.epoch })
+            Some(Reply::StaleEpoch {
+                epoch: view.map.epoch,
+            })
         }
     }
 
     /// Sends an entry request to the owner of `dir` (this server: a direct
     /// call). `None` when the owner cannot be reached.
-    pub(crate) async fn call_dir_owner(self: &Arc<Self>, dir: &str, req: EntryReq) -> Option<Reply> {
+    pub(crate) async fn call_dir_owner(
+        self: &Arc<Self>,
+        dir: &str,
+        req: EntryReq,
+    ) -> Option<Reply> {
         for _ in 0..STALE_RETRIES {
             let view = self.members.view();
             let owner = view.ring.owner_path(dir)?;
@@ -251,14 +273,14 @@ impl Node {
                 Some(Sent::Done(Ok(r))) => Ok(Ok(r)),
                 // The peer is slow: the poller goes on (`call_peer` yields
                 // first there), and a task waits for the reply.
-                Some(Sent::Waiting(t)) => {
-                    match call_peer(move || t.wait()).await {
-                        Ok(Err(e)) if !matches!(e, sealfs_transport::TransportError::Timeout { .. }) => {
-                            call_peer(move || pool.call(epoch, wire)).await
-                        }
-                        r => r,
+                Some(Sent::Waiting(t)) => match call_peer(move || t.wait()).await {
+                    Ok(Err(e))
+                        if !matches!(e, sealfs_transport::TransportError::Timeout { .. }) =>
+                    {
+                        call_peer(move || pool.call(epoch, wire)).await
                     }
-                }
+                    r => r,
+                },
                 // A ring that failed (its server restarted?): once more on
                 // the blocking path, which sets up a fresh ring.
                 Some(Sent::Done(Err(_))) | None => call_peer(move || pool.call(epoch, wire)).await,
@@ -284,7 +306,9 @@ impl Node {
         let dir = dir.to_string();
         let r = match req {
             EntryReq::Add(entry) => self.add_entry(dir, entry).await.map(|()| Reply::Ok),
-            EntryReq::Remove { name, ino } => self.remove_entry(dir, name, ino).await.map(|()| Reply::Ok),
+            EntryReq::Remove { name, ino } => {
+                self.remove_entry(dir, name, ino).await.map(|()| Reply::Ok)
+            }
             EntryReq::Get { name } => self.get_entry(dir, name).await.map(Reply::Entry),
         };
         r.unwrap_or_else(Reply::Err)
@@ -300,27 +324,40 @@ impl Node {
         let (parent, name) = (parent.to_string(), name.to_string());
         let me = self.clone();
         let (p, pa, na) = (path.to_string(), parent.clone(), name.clone());
-        let inode = self.store(move || {
-            if fresh {
-                inode.attr.ino = me.alloc_ino()?;
-            }
-            let rec = InodeRecord { inode: inode.clone(), state: RecordState::Pending { parent: pa, name: na } };
-            me.commit(&[MetaOp::PutInode(p, rec)])?;
-            Ok(inode)
-        })
-        .await?;
-        let entry = DirEntry { name, kind: inode.attr.kind, ino: inode.attr.ino };
+        let inode = self
+            .store(move || {
+                if fresh {
+                    inode.attr.ino = me.alloc_ino()?;
+                }
+                let rec = InodeRecord {
+                    inode: inode.clone(),
+                    state: RecordState::Pending {
+                        parent: pa,
+                        name: na,
+                    },
+                };
+                me.commit(&[MetaOp::PutInode(p, rec)])?;
+                Ok(inode)
+            })
+            .await?;
+        let entry = DirEntry {
+            name,
+            kind: inode.attr.kind,
+            ino: inode.attr.ino,
+        };
         let reply = self.call_dir_owner(&parent, EntryReq::Add(entry)).await;
         let me = self.clone();
         let p = path.to_string();
         match reply {
             Some(Reply::Ok) => {
                 let done = inode.clone();
-                self.store(move || me.commit(&[MetaOp::PutInode(p, InodeRecord::normal(done))])).await?;
+                self.store(move || me.commit(&[MetaOp::PutInode(p, InodeRecord::normal(done))]))
+                    .await?;
                 Ok(inode)
             }
             Some(Reply::Err(e)) => {
-                self.store(move || me.commit(&[MetaOp::DelInode(p)])).await?;
+                self.store(move || me.commit(&[MetaOp::DelInode(p)]))
+                    .await?;
                 Err(e)
             }
             Some(r) => {
@@ -333,7 +370,11 @@ impl Node {
 
     /// Finishes a record left Pending or Unlinking. The caller holds
     /// lock(path). Returns the inode if the record is (now) Normal.
-    pub(crate) async fn resolve(self: &Arc<Self>, path: &str, rec: InodeRecord) -> Res<Option<Inode>> {
+    pub(crate) async fn resolve(
+        self: &Arc<Self>,
+        path: &str,
+        rec: InodeRecord,
+    ) -> Res<Option<Inode>> {
         let me = self.clone();
         let p = path.to_string();
         match rec.state.clone() {
@@ -342,12 +383,16 @@ impl Node {
                 match self.call_dir_owner(&parent, EntryReq::Get { name }).await {
                     Some(Reply::Entry(Some(e))) if e.ino == rec.inode.attr.ino => {
                         let inode = rec.inode.clone();
-                        self.store(move || me.commit(&[MetaOp::PutInode(p, InodeRecord::normal(inode))])).await?;
+                        self.store(move || {
+                            me.commit(&[MetaOp::PutInode(p, InodeRecord::normal(inode))])
+                        })
+                        .await?;
                         tracing::info!("recovery: create of {path} completed");
                         Ok(Some(rec.inode))
                     }
                     Some(Reply::Entry(_)) => {
-                        self.store(move || me.commit(&[MetaOp::DelInode(p)])).await?;
+                        self.store(move || me.commit(&[MetaOp::DelInode(p)]))
+                            .await?;
                         tracing::info!("recovery: create of {path} rolled back");
                         Ok(None)
                     }
@@ -356,9 +401,13 @@ impl Node {
             }
             RecordState::Unlinking { parent, name } => {
                 let ino = rec.inode.attr.ino;
-                match self.call_dir_owner(&parent, EntryReq::Remove { name, ino }).await {
+                match self
+                    .call_dir_owner(&parent, EntryReq::Remove { name, ino })
+                    .await
+                {
                     Some(Reply::Ok) => {
-                        self.store(move || me.commit(&[MetaOp::DelInode(p)])).await?;
+                        self.store(move || me.commit(&[MetaOp::DelInode(p)]))
+                            .await?;
                         tracing::info!("recovery: remove of {path} completed");
                         Ok(None)
                     }
@@ -393,7 +442,11 @@ impl Node {
                     return Err(Errno::ENOENT);
                 }
                 if t.len() > path::PATH_MAX || t.contains('\0') {
-                    return Err(if t.contains('\0') { Errno::EINVAL } else { Errno::ENAMETOOLONG });
+                    return Err(if t.contains('\0') {
+                        Errno::EINVAL
+                    } else {
+                        Errno::ENAMETOOLONG
+                    });
                 }
                 Some(t)
             }
@@ -401,7 +454,14 @@ impl Node {
         };
         let _g = self.locks.lock(&path).await;
         if let Some(inode) = self.settle(&path).await? {
-            return if excl { Err(Errno::EEXIST) } else { Ok(Reply::Created { inode, created: false }) };
+            return if excl {
+                Err(Errno::EEXIST)
+            } else {
+                Ok(Reply::Created {
+                    inode,
+                    created: false,
+                })
+            };
         }
         let now = Timespec::now();
         let (size, nlink) = match new.kind {
@@ -425,7 +485,10 @@ impl Node {
             target,
         };
         let inode = self.link_new(&path, inode, true).await?;
-        Ok(Reply::Created { inode, created: true })
+        Ok(Reply::Created {
+            inode,
+            created: true,
+        })
     }
 
     async fn adopt(self: &Arc<Self>, path: String, mut inode: Inode) -> Res<Inode> {
@@ -457,35 +520,47 @@ impl Node {
         let (parent, name) = (parent.to_string(), name.to_string());
         let me = self.clone();
         let (p, pa, na) = (path.clone(), parent.clone(), name.clone());
-        let inode = self.store(move || {
-            let inode = me.load_normal(&p)?;
-            match (dir, inode.attr.kind) {
-                (true, FileKind::Dir) => {
-                    if me.meta.has_entries(&p).map_err(se)? {
-                        return Err(Errno::ENOTEMPTY);
+        let inode = self
+            .store(move || {
+                let inode = me.load_normal(&p)?;
+                match (dir, inode.attr.kind) {
+                    (true, FileKind::Dir) => {
+                        if me.meta.has_entries(&p).map_err(se)? {
+                            return Err(Errno::ENOTEMPTY);
+                        }
                     }
+                    (true, _) => return Err(Errno::ENOTDIR),
+                    (false, FileKind::Dir) => return Err(Errno::EISDIR),
+                    (false, _) => {}
                 }
-                (true, _) => return Err(Errno::ENOTDIR),
-                (false, FileKind::Dir) => return Err(Errno::EISDIR),
-                (false, _) => {}
-            }
-            let rec = InodeRecord { inode: inode.clone(), state: RecordState::Unlinking { parent: pa, name: na } };
-            me.commit(&[MetaOp::PutInode(p, rec)])?;
-            Ok(inode)
-        })
-        .await?;
+                let rec = InodeRecord {
+                    inode: inode.clone(),
+                    state: RecordState::Unlinking {
+                        parent: pa,
+                        name: na,
+                    },
+                };
+                me.commit(&[MetaOp::PutInode(p, rec)])?;
+                Ok(inode)
+            })
+            .await?;
         let ino = inode.attr.ino;
         let me = self.clone();
-        match self.call_dir_owner(&parent, EntryReq::Remove { name, ino }).await {
+        match self
+            .call_dir_owner(&parent, EntryReq::Remove { name, ino })
+            .await
+        {
             Some(Reply::Ok) => {
-                self.store(move || me.commit(&[MetaOp::DelInode(path)])).await?;
+                self.store(move || me.commit(&[MetaOp::DelInode(path)]))
+                    .await?;
                 Ok(inode)
             }
             Some(Reply::Err(e)) => {
                 // The parent refused (its disk failed): the name is still
                 // there, so the record stays.
                 let back = inode.clone();
-                self.store(move || me.commit(&[MetaOp::PutInode(path, InodeRecord::normal(back))])).await?;
+                self.store(move || me.commit(&[MetaOp::PutInode(path, InodeRecord::normal(back))]))
+                    .await?;
                 Err(e)
             }
             Some(r) => {
@@ -564,7 +639,12 @@ impl Node {
         .await
     }
 
-    async fn readdir(self: &Arc<Self>, path: String, after: Option<String>, limit: u32) -> Res<Reply> {
+    async fn readdir(
+        self: &Arc<Self>,
+        path: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Res<Reply> {
         let me = self.clone();
         self.store(move || {
             let inode = me.load_normal(&path)?;
@@ -572,7 +652,10 @@ impl Node {
                 return Err(Errno::ENOTDIR);
             }
             let limit = limit.clamp(1, MAX_READDIR) as usize;
-            let mut entries = me.meta.list_entries(&path, after.as_deref(), limit + 1).map_err(se)?;
+            let mut entries = me
+                .meta
+                .list_entries(&path, after.as_deref(), limit + 1)
+                .map_err(se)?;
             let next = if entries.len() > limit {
                 entries.truncate(limit);
                 entries.last().map(|e| e.name.clone())
@@ -595,7 +678,11 @@ impl Node {
                 return Err(Errno::ENOTDIR);
             }
             if let Some(e) = me.meta.get_entry(&dir, &entry.name).map_err(se)? {
-                return if e.ino == entry.ino { Ok(()) } else { Err(Errno::EEXIST) };
+                return if e.ino == entry.ino {
+                    Ok(())
+                } else {
+                    Err(Errno::EEXIST)
+                };
             }
             let now = Timespec::now();
             inode.attr.mtime = now;
@@ -603,7 +690,10 @@ impl Node {
             if entry.kind == FileKind::Dir {
                 inode.attr.nlink = inode.attr.nlink.saturating_add(1);
             }
-            me.commit(&[MetaOp::PutEntry(dir.clone(), entry), MetaOp::PutInode(dir, InodeRecord::normal(inode))])
+            me.commit(&[
+                MetaOp::PutEntry(dir.clone(), entry),
+                MetaOp::PutInode(dir, InodeRecord::normal(inode)),
+            ])
         })
         .await
     }
@@ -612,7 +702,9 @@ impl Node {
         let _g = self.locks.lock(&dir).await;
         let me = self.clone();
         self.store(move || {
-            let Some(e) = me.meta.get_entry(&dir, &name).map_err(se)? else { return Ok(()) };
+            let Some(e) = me.meta.get_entry(&dir, &name).map_err(se)? else {
+                return Ok(());
+            };
             if e.ino != ino {
                 return Ok(());
             }
@@ -654,7 +746,13 @@ impl Node {
         blocking(move || me.data.read(ino, chunk, offset, len).map_err(se)).await
     }
 
-    async fn write(self: &Arc<Self>, ino: u64, chunk: u64, offset: u32, data: bytes::Bytes) -> Res<u32> {
+    async fn write(
+        self: &Arc<Self>,
+        ino: u64,
+        chunk: u64,
+        offset: u32,
+        data: bytes::Bytes,
+    ) -> Res<u32> {
         self.check_range(offset, data.len())?;
         if data.is_empty() {
             return Ok(0);
@@ -677,7 +775,8 @@ impl Node {
             return Err(Errno::EINVAL);
         }
         let me = self.clone();
-        self.store(move || me.data.truncate(ino, size, cs).map_err(se)).await
+        self.store(move || me.data.truncate(ino, size, cs).map_err(se))
+            .await
     }
 
     async fn remove_data(self: &Arc<Self>, ino: u64) -> Res<()> {
@@ -745,7 +844,9 @@ impl Node {
             };
         }
         let res: Res<Reply> = match env.req {
-            Request::Register { .. } | Request::Heartbeat { .. } | Request::GetMap => Err(Errno::EINVAL),
+            Request::Register { .. } | Request::Heartbeat { .. } | Request::GetMap => {
+                Err(Errno::EINVAL)
+            }
             Request::GetAttr { path } => {
                 check_path!(&path);
                 route!(Key::Path(&path));
@@ -806,15 +907,29 @@ impl Node {
                 route!(Key::Path(&dir));
                 self.get_entry(dir, name).await.map(Reply::Entry)
             }
-            Request::Read { ino, chunk, offset, len } => {
+            Request::Read {
+                ino,
+                chunk,
+                offset,
+                len,
+            } => {
                 route!(Key::Chunk(ino, chunk));
                 self.read(ino, chunk, offset, len).await.map(Reply::Data)
             }
-            Request::Write { ino, chunk, offset, data } => {
+            Request::Write {
+                ino,
+                chunk,
+                offset,
+                data,
+            } => {
                 route!(Key::Chunk(ino, chunk));
-                self.write(ino, chunk, offset, data).await.map(Reply::Written)
+                self.write(ino, chunk, offset, data)
+                    .await
+                    .map(Reply::Written)
             }
-            Request::TruncateData { ino, size } => self.truncate_data(ino, size).await.map(|()| Reply::Ok),
+            Request::TruncateData { ino, size } => {
+                self.truncate_data(ino, size).await.map(|()| Reply::Ok)
+            }
             Request::RemoveData { ino } => self.remove_data(ino).await.map(|()| Reply::Ok),
             Request::Fsync { ino } => self.fsync(ino).await.map(|()| Reply::Ok),
             Request::StatFs => self.statfs().await.map(Reply::StatFs),
@@ -875,7 +990,11 @@ enum Sent {
 /// spins up to [`PEER_SPIN`] for the reply, so a create or remove finishes
 /// on the poller thread with no thread hand-off. `None` elsewhere, or when
 /// the transport cannot send without waiting (TCP).
-fn try_on_poller(pool: &dyn sealfs_transport::Transport, epoch: u64, req: &Request) -> Option<Sent> {
+fn try_on_poller(
+    pool: &dyn sealfs_transport::Transport,
+    epoch: u64,
+    req: &Request,
+) -> Option<Sent> {
     if !sealfs_transport::shm::on_ring_poller() {
         return None;
     }
@@ -919,9 +1038,8 @@ where
     if sealfs_transport::shm::on_ring_poller() {
         tokio::task::yield_now().await;
     }
-    let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-        h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-    });
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi && !sealfs_transport::shm::on_ring_poller() {
         Ok(tokio::task::block_in_place(f))
     } else {

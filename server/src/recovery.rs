@@ -79,20 +79,37 @@ mod tests {
     use super::*;
     use crate::membership::Membership;
     use crate::store::{FileDataStore, InodeRecord, MetaOp, MetaStore, RecordState, RedbMetaStore};
-    use sealfs_proto::{Attr, ClusterMap, DirEntry, FileKind, Inode, Ring, ServerId, ServerInfo, ServerState, Timespec};
+    use sealfs_proto::{
+        Attr, ClusterMap, DirEntry, FileKind, Inode, Ring, ServerId, ServerInfo, ServerState,
+        Timespec,
+    };
 
     fn inode(ino: u64, kind: FileKind) -> Inode {
         let t = Timespec::now();
         let nlink = if kind == FileKind::Dir { 2 } else { 1 };
         Inode {
-            attr: Attr { ino, kind, mode: 0o755, uid: 0, gid: 0, size: 0, nlink, atime: t, mtime: t, ctime: t },
+            attr: Attr {
+                ino,
+                kind,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                nlink,
+                atime: t,
+                mtime: t,
+                ctime: t,
+            },
             target: None,
         }
     }
 
     /// A directory path whose owner in `ring` is `id`.
     fn dir_owned_by(ring: &Ring, id: ServerId) -> String {
-        (0..).map(|i| format!("/dir{i}")).find(|p| ring.owner_path(p) == Some(id)).unwrap_or_default()
+        (0..)
+            .map(|i| format!("/dir{i}"))
+            .find(|p| ring.owner_path(p) == Some(id))
+            .unwrap_or_default()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,8 +120,17 @@ mod tests {
         let meta: Arc<dyn MetaStore> = Arc::new(RedbMetaStore::open(&meta_dir, true).unwrap());
         let data = Arc::new(FileDataStore::open(&data_dir, false).unwrap());
         // s1 is this server; s2 is unreachable (nothing listens on port 1).
-        let members = Arc::new(Membership::new("127.0.0.1:1", "0".repeat(32), "127.0.0.1:2".into()));
-        let server = |id, addr: &str| ServerInfo { id: ServerId(id), uuid: format!("{id}"), addr: addr.into(), state: ServerState::Up };
+        let members = Arc::new(Membership::new(
+            "127.0.0.1:1",
+            "0".repeat(32),
+            "127.0.0.1:2".into(),
+        ));
+        let server = |id, addr: &str| ServerInfo {
+            id: ServerId(id),
+            uuid: format!("{id}"),
+            addr: addr.into(),
+            state: ServerState::Up,
+        };
         let map = ClusterMap {
             epoch: 1,
             chunk_size: 1 << 16,
@@ -114,7 +140,15 @@ mod tests {
         let ring = Ring::of_map(&map);
         members.set_registered(ServerId(1), map);
         let node = Arc::new(
-            Node::new(meta.clone(), data, members, crate::SyncPolicy::Fsync, meta_dir, data_dir).unwrap(),
+            Node::new(
+                meta.clone(),
+                data,
+                members,
+                crate::SyncPolicy::Fsync,
+                meta_dir,
+                data_dir,
+            )
+            .unwrap(),
         );
 
         let local = dir_owned_by(&ring, ServerId(1));
@@ -122,12 +156,22 @@ mod tests {
         let child = |d: &str, n: &str| format!("{d}/{n}");
         let pending = |d: &str, n: &str, ino| InodeRecord {
             inode: inode(ino, FileKind::File),
-            state: RecordState::Pending { parent: d.into(), name: n.into() },
+            state: RecordState::Pending {
+                parent: d.into(),
+                name: n.into(),
+            },
         };
-        let entry = |n: &str, ino, kind| DirEntry { name: n.into(), kind, ino };
+        let entry = |n: &str, ino, kind| DirEntry {
+            name: n.into(),
+            kind,
+            ino,
+        };
         let mut unl = InodeRecord {
             inode: inode(13, FileKind::Dir),
-            state: RecordState::Unlinking { parent: local.clone(), name: "unl".into() },
+            state: RecordState::Unlinking {
+                parent: local.clone(),
+                name: "unl".into(),
+            },
         };
         let mut dir_rec = InodeRecord::normal(inode(10, FileKind::Dir));
         dir_rec.inode.attr.nlink = 3; // "unl" is a subdirectory
@@ -144,10 +188,17 @@ mod tests {
         ])
         .unwrap();
 
-        assert_eq!(recover_once(&node).await, 1, "only the record whose parent is unreachable is left");
+        assert_eq!(
+            recover_once(&node).await,
+            1,
+            "only the record whose parent is unreachable is left"
+        );
         assert_eq!(meta.get_inode(&child(&local, "absent")).unwrap(), None);
         assert_eq!(meta.get_inode(&child(&local, "other")).unwrap(), None);
-        assert_eq!(meta.get_entry(&local, "other").unwrap().map(|e| e.ino), Some(99));
+        assert_eq!(
+            meta.get_entry(&local, "other").unwrap().map(|e| e.ino),
+            Some(99)
+        );
         let linked = meta.get_inode(&child(&local, "linked")).unwrap().unwrap();
         assert!(linked.is_normal());
         assert_eq!(meta.get_inode(&child(&local, "unl")).unwrap(), None);
@@ -159,7 +210,8 @@ mod tests {
 
         // An Unlinking record whose name is already gone is just deleted.
         unl.inode.attr.ino = 16;
-        meta.commit(&[MetaOp::PutInode(child(&local, "unl2"), unl)]).unwrap();
+        meta.commit(&[MetaOp::PutInode(child(&local, "unl2"), unl)])
+            .unwrap();
         assert_eq!(recover_once(&node).await, 1);
         assert_eq!(meta.get_inode(&child(&local, "unl2")).unwrap(), None);
         assert!(node.locks.is_empty());

@@ -38,14 +38,19 @@ pub struct FsStat {
 
 /// `statvfs(2)` of `path`.
 pub fn statvfs(path: &Path) -> io::Result<FsStat> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a NUL-terminated string that outlives the call and `st`
     // is a valid, writable `statvfs`.
     syscall!(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
     Ok(FsStat {
-        frsize: if st.f_frsize > 0 { st.f_frsize as u64 } else { st.f_bsize as u64 },
+        frsize: if st.f_frsize > 0 {
+            st.f_frsize as u64
+        } else {
+            st.f_bsize as u64
+        },
         blocks: st.f_blocks as u64,
         bfree: st.f_bfree as u64,
         bavail: st.f_bavail as u64,

@@ -443,7 +443,13 @@ fn deletes_shrink_the_index_and_every_key_survives_rehashes() {
     }
     let full = e.stats().index_bytes;
     for i in 0..28_000u32 {
-        e.commit(&[Op::Del { key: &i.to_le_bytes() }], false).unwrap();
+        e.commit(
+            &[Op::Del {
+                key: &i.to_le_bytes(),
+            }],
+            false,
+        )
+        .unwrap();
     }
     e.compact_now().unwrap();
     let st = e.stats();
@@ -456,7 +462,10 @@ fn deletes_shrink_the_index_and_every_key_survives_rehashes() {
     e.abandon();
     let e = open(d.path(), 1 << 20);
     assert_eq!(e.stats().keys, 2_000);
-    assert_eq!(get(&e, &29_999u32.to_le_bytes()), Some(29_999u32.to_be_bytes().to_vec()));
+    assert_eq!(
+        get(&e, &29_999u32.to_le_bytes()),
+        Some(29_999u32.to_be_bytes().to_vec())
+    );
 }
 
 #[test]
@@ -464,7 +473,8 @@ fn records_too_long_for_a_slot_are_read_through_their_header() {
     let d = tempfile::tempdir().unwrap();
     let e = open(d.path(), 8 << 20);
     let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
-    e.commit(&[put(b"big", &big), put(b"small", b"s")], false).unwrap();
+    e.commit(&[put(b"big", &big), put(b"small", b"s")], false)
+        .unwrap();
     assert_eq!(get(&e, b"big"), Some(big.clone()));
     let live = e.stats().live_bytes;
     assert!(live > 1 << 20, "{live}");

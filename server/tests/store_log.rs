@@ -233,7 +233,10 @@ fn index_costs_at_most_64_bytes_per_small_file() {
     for ino in 1..=n {
         let name = format!("f{ino}");
         m.commit(&[
-            MetaOp::PutInode(format!("/d/{name}"), InodeRecord::normal(inode(ino, FileKind::File))),
+            MetaOp::PutInode(
+                format!("/d/{name}"),
+                InodeRecord::normal(inode(ino, FileKind::File)),
+            ),
             MetaOp::PutEntry(
                 "/d".into(),
                 DirEntry {
@@ -246,8 +249,8 @@ fn index_costs_at_most_64_bytes_per_small_file() {
         .unwrap();
         s.write(ino, 0, 0, &[7u8; 100]).unwrap();
         if ino >= 10_000 && ino % 1000 == 0 {
-            let bytes = m.engine().stats().index_bytes
-                + s.engine().map_or(0, |e| e.stats().index_bytes);
+            let bytes =
+                m.engine().stats().index_bytes + s.engine().map_or(0, |e| e.stats().index_bytes);
             worst = worst.max(bytes as f64 / ino as f64);
         }
     }

@@ -35,7 +35,9 @@ unsafe fn path(p: *const c_char) -> Result<String, Errno> {
         return Err(Errno(libc::EFAULT));
     }
     // SAFETY: caller guarantees a C string.
-    let s = unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| Errno::EINVAL)?;
+    let s = unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| Errno::EINVAL)?;
     sealfs_proto::path::normalize(s)
 }
 
@@ -48,7 +50,9 @@ pub unsafe extern "C" fn sealfs_init(manager: *const c_char) -> c_int {
     api(-1, || {
         if !manager.is_null() {
             // SAFETY: caller passes a C string.
-            let m = unsafe { CStr::from_ptr(manager) }.to_str().map_err(|_| Errno::EINVAL)?;
+            let m = unsafe { CStr::from_ptr(manager) }
+                .to_str()
+                .map_err(|_| Errno::EINVAL)?;
             config::set_manager(m);
         }
         config::client()?;
@@ -80,13 +84,23 @@ pub unsafe extern "C" fn sealfs_write(fd: c_int, buf: *const c_void, n: size_t) 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn sealfs_pread(fd: c_int, buf: *mut c_void, n: size_t, off: off_t) -> ssize_t {
+pub unsafe extern "C" fn sealfs_pread(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    off: off_t,
+) -> ssize_t {
     // SAFETY: caller guarantees `buf` holds `n` bytes.
     api(-1, || fdop(unsafe { ops::read(fd, buf, n, Some(off)) }))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn sealfs_pwrite(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -> ssize_t {
+pub unsafe extern "C" fn sealfs_pwrite(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    off: off_t,
+) -> ssize_t {
     // SAFETY: caller guarantees `buf` holds `n` bytes.
     api(-1, || fdop(unsafe { ops::write(fd, buf, n, Some(off)) }))
 }
@@ -122,13 +136,17 @@ pub unsafe extern "C" fn sealfs_mkdir(p: *const c_char, mode: mode_t) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn sealfs_unlink(p: *const c_char) -> c_int {
     // SAFETY: forwarded caller guarantee.
-    api(-1, || config::client()?.unlink(&unsafe { path(p) }?).map(|_| 0))
+    api(-1, || {
+        config::client()?.unlink(&unsafe { path(p) }?).map(|_| 0)
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sealfs_rmdir(p: *const c_char) -> c_int {
     // SAFETY: forwarded caller guarantee.
-    api(-1, || config::client()?.rmdir(&unsafe { path(p) }?).map(|_| 0))
+    api(-1, || {
+        config::client()?.rmdir(&unsafe { path(p) }?).map(|_| 0)
+    })
 }
 
 #[no_mangle]
@@ -152,7 +170,9 @@ pub unsafe extern "C" fn sealfs_readdir(
         let p = unsafe { path(p) }?;
         let cb = cb.ok_or(Errno(libc::EFAULT))?;
         for e in config::client()?.readdir(&p)? {
-            let Ok(name) = std::ffi::CString::new(e.name) else { continue };
+            let Ok(name) = std::ffi::CString::new(e.name) else {
+                continue;
+            };
             // SAFETY: calling the application's callback with a C string
             // that lives for the call.
             unsafe { cb(name.as_ptr(), arg) };

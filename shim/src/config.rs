@@ -41,7 +41,11 @@ pub fn config() -> &'static Config {
             .and_then(|m| sealfs_proto::path::normalize(&m).ok())
             .filter(|m| m != "/")
             .unwrap_or_else(|| "/sealfs".to_string());
-        Config { manager, prefix, log: env(c"SEALFS_LOG") }
+        Config {
+            manager,
+            prefix,
+            log: env(c"SEALFS_LOG"),
+        }
     })
 }
 
@@ -60,7 +64,10 @@ pub fn client() -> Result<&'static Client, Errno> {
         // SAFETY: published clients are leaked boxes, never freed.
         return Ok(unsafe { &*p });
     }
-    let manager = MANAGER_OVERRIDE.lock().clone().unwrap_or_else(|| config().manager.clone());
+    let manager = MANAGER_OVERRIDE
+        .lock()
+        .clone()
+        .unwrap_or_else(|| config().manager.clone());
     let opts = ClientOptions {
         mount_prefix: Some(config().prefix.clone()),
         ..ClientOptions::default()
@@ -107,7 +114,13 @@ pub fn log(msg: &str) {
         if let Some(path) = &config().log {
             if let Ok(c) = std::ffi::CString::new(path.as_str()) {
                 // SAFETY: real open of a NUL-terminated path.
-                fd = unsafe { real::open(c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644) };
+                fd = unsafe {
+                    real::open(
+                        c.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+                        0o644,
+                    )
+                };
                 if fd >= 0 {
                     fd = fdtable::relocate_internal(fd);
                 }

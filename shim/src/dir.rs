@@ -41,11 +41,28 @@ pub fn list(f: &OpenFile) -> Result<Vec<Ent>, Errno> {
         None => f.ino,
     };
     let mut v = Vec::with_capacity(entries.len() + 2);
-    v.push(Ent { name: b".".to_vec(), ino: f.ino, dtype: libc::DT_DIR });
-    v.push(Ent { name: b"..".to_vec(), ino: parent_ino, dtype: libc::DT_DIR });
+    v.push(Ent {
+        name: b".".to_vec(),
+        ino: f.ino,
+        dtype: libc::DT_DIR,
+    });
+    v.push(Ent {
+        name: b"..".to_vec(),
+        ino: parent_ino,
+        dtype: libc::DT_DIR,
+    });
     // Files unlinked while open (`ops::unlink_at`) are gone as far as
     // listings go.
-    v.extend(entries.into_iter().filter(|e| !e.name.starts_with(crate::fdtable::UNLINKED_PREFIX)).map(|e| Ent { name: e.name.into_bytes(), ino: e.ino, dtype: dtype(e.kind) }));
+    v.extend(
+        entries
+            .into_iter()
+            .filter(|e| !e.name.starts_with(crate::fdtable::UNLINKED_PREFIX))
+            .map(|e| Ent {
+                name: e.name.into_bytes(),
+                ino: e.ino,
+                dtype: dtype(e.kind),
+            }),
+    );
     Ok(v)
 }
 
@@ -77,7 +94,14 @@ unsafe fn sd<'a>(d: *mut DIR) -> &'a mut SealDir {
 fn make(fd: c_int, file: Arc<OpenFile>) -> *mut DIR {
     // SAFETY: all-zero is a valid dirent64.
     let ent: libc::dirent64 = unsafe { std::mem::zeroed() };
-    Box::into_raw(Box::new(SealDir { magic: MAGIC, fd, file, ents: None, pos: 0, ent })) as *mut DIR
+    Box::into_raw(Box::new(SealDir {
+        magic: MAGIC,
+        fd,
+        file,
+        ents: None,
+        pos: 0,
+        ent,
+    })) as *mut DIR
 }
 
 /// Opens the SealFS directory `p` as a stream.
@@ -121,7 +145,9 @@ unsafe fn next<'a>(d: *mut DIR) -> Result<Option<&'a mut libc::dirent64>, Errno>
         s.ents = Some(list(&s.file)?);
     }
     let ents = s.ents.as_deref().unwrap_or(&[]);
-    let Some(e) = ents.get(s.pos) else { return Ok(None) };
+    let Some(e) = ents.get(s.pos) else {
+        return Ok(None);
+    };
     s.pos += 1;
     let n = e.name.len().min(255);
     s.ent.d_ino = e.ino;
@@ -146,7 +172,11 @@ pub unsafe fn readdir(d: *mut DIR) -> Result<*mut libc::dirent64, Errno> {
 ///
 /// # Safety
 /// `d` is ours; `entry` and `result` are writable.
-pub unsafe fn readdir_r(d: *mut DIR, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int {
+pub unsafe fn readdir_r(
+    d: *mut DIR,
+    entry: *mut libc::dirent64,
+    result: *mut *mut libc::dirent64,
+) -> c_int {
     // SAFETY: forwarded caller guarantees.
     unsafe {
         match next(d) {
@@ -267,12 +297,19 @@ pub unsafe fn scandir<T>(
         // SAFETY: qsort over our array of entry pointers with the
         // application's comparator, which takes pointers to elements.
         unsafe {
-            let c: unsafe extern "C" fn(*const c_void, *const c_void) -> c_int = std::mem::transmute(c);
-            libc::qsort(v.as_mut_ptr().cast(), v.len(), std::mem::size_of::<*mut T>(), Some(c));
+            let c: unsafe extern "C" fn(*const c_void, *const c_void) -> c_int =
+                std::mem::transmute(c);
+            libc::qsort(
+                v.as_mut_ptr().cast(),
+                v.len(),
+                std::mem::size_of::<*mut T>(),
+                Some(c),
+            );
         }
     }
     // SAFETY: the array handed to the caller, who frees it with free().
-    let arr = unsafe { libc::malloc(std::mem::size_of::<*mut T>() * v.len().max(1)) }.cast::<*mut T>();
+    let arr =
+        unsafe { libc::malloc(std::mem::size_of::<*mut T>() * v.len().max(1)) }.cast::<*mut T>();
     if arr.is_null() {
         return Some(Err(Errno::ENOMEM));
     }
@@ -298,7 +335,9 @@ pub unsafe fn getdents64(fd: c_int, buf: *mut c_void, n: usize) -> Op<isize> {
         if d.is_none() {
             *d = Some((list(&f)?, 0));
         }
-        let Some((ents, idx)) = d.as_mut() else { return Err(Errno::EIO) };
+        let Some((ents, idx)) = d.as_mut() else {
+            return Err(Errno::EIO);
+        };
         let mut off = 0usize;
         while let Some(e) = ents.get(*idx) {
             let name = &e.name[..e.name.len().min(255)];

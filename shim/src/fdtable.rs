@@ -109,7 +109,8 @@ pub fn cancel_unlink(hidden: &str) {
 
 /// Whether `p` is the hidden name of a file unlinked while open.
 pub fn is_unlinked_name(p: &str) -> bool {
-    p.strip_prefix('/').is_some_and(|n| n.starts_with(UNLINKED_PREFIX))
+    p.strip_prefix('/')
+        .is_some_and(|n| n.starts_with(UNLINKED_PREFIX))
 }
 
 fn unlink_hidden(p: &str) {
@@ -147,7 +148,10 @@ pub fn rename_paths(from: &str, to: &str) {
         let p = f.path();
         if p == from {
             f.set_path(to.to_string());
-        } else if let Some(rest) = p.strip_prefix(from).filter(|r| r.starts_with('/') && from != "/") {
+        } else if let Some(rest) = p
+            .strip_prefix(from)
+            .filter(|r| r.starts_with('/') && from != "/")
+        {
             f.set_path(format!("{to}{rest}"));
         }
     }
@@ -166,7 +170,15 @@ pub fn open_at_path(p: &str) -> Vec<Arc<OpenFile>> {
 
 impl OpenFile {
     pub fn new(path: String, kind: FileKind, ino: u64, flags: i32, pos: Pos) -> OpenFile {
-        OpenFile { path: RwLock::new(path), kind, ino, flags: AtomicI32::new(flags), pos, io: Mutex::new(()), dir: Mutex::new(None) }
+        OpenFile {
+            path: RwLock::new(path),
+            kind,
+            ino,
+            flags: AtomicI32::new(flags),
+            pos,
+            io: Mutex::new(()),
+            dir: Mutex::new(None),
+        }
     }
     /// The SealFS path this description addresses now.
     pub fn path(&self) -> String {
@@ -244,9 +256,16 @@ pub fn mark_internal(fd: i32) {
 /// A number high above what applications use (bash keeps to <= 255 and
 /// saves fds from 10 up): the soft `RLIMIT_NOFILE` minus 100.
 pub fn high_floor() -> libc::c_long {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit into a local struct.
-    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 1024 };
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
     (cur.min(MAX_FD as u64) as i64 - 100).max(100) as libc::c_long
 }
 
@@ -256,7 +275,11 @@ pub fn relocate_socket(fd: i32) -> i32 {
     // SAFETY: duplicating and closing a socket made by this thread's call.
     unsafe {
         let cloexec = crate::real::fcntl(fd, libc::F_GETFD, 0) & libc::FD_CLOEXEC != 0;
-        let cmd = if cloexec { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+        let cmd = if cloexec {
+            libc::F_DUPFD_CLOEXEC
+        } else {
+            libc::F_DUPFD
+        };
         let moved = crate::real::fcntl(fd, cmd, high_floor());
         if moved < 0 {
             return fd;
@@ -308,7 +331,12 @@ pub fn files_in(first: u32, last: u32) -> Vec<i32> {
     if lo > hi {
         return Vec::new();
     }
-    TABLE.read().range(lo..=hi).filter(|(_, e)| matches!(e, Entry::File(_))).map(|(fd, _)| *fd).collect()
+    TABLE
+        .read()
+        .range(lo..=hi)
+        .filter(|(_, e)| matches!(e, Entry::File(_)))
+        .map(|(fd, _)| *fd)
+        .collect()
 }
 
 /// The shim's own fds in `[first, last]`.
@@ -318,7 +346,12 @@ pub fn internal_in(first: u32, last: u32) -> Vec<i32> {
     if lo > hi {
         return Vec::new();
     }
-    TABLE.read().range(lo..=hi).filter(|(_, e)| matches!(e, Entry::Internal)).map(|(fd, _)| *fd).collect()
+    TABLE
+        .read()
+        .range(lo..=hi)
+        .filter(|(_, e)| matches!(e, Entry::Internal))
+        .map(|(fd, _)| *fd)
+        .collect()
 }
 
 /// At process exit: finish the deferred unlinks of files still open.

@@ -33,7 +33,9 @@
 use crate::guard::Guard;
 use crate::ops::{self, errno, set_errno, Op};
 use crate::{dir, fdtable, paths, process, real, spawn, stdio};
-use libc::{c_char, c_int, c_long, c_uint, c_void, mode_t, off64_t, off_t, size_t, ssize_t, DIR, FILE};
+use libc::{
+    c_char, c_int, c_long, c_uint, c_void, mode_t, off64_t, off_t, size_t, ssize_t, DIR, FILE,
+};
 use sealfs_client::Errno;
 use std::panic::AssertUnwindSafe;
 
@@ -57,7 +59,9 @@ impl<T> Fail for *mut T {
 
 #[inline]
 fn run<T: Fail>(op: impl FnOnce() -> Op<T>, pass: impl FnOnce() -> T) -> T {
-    let Some(g) = Guard::enter() else { return pass() };
+    let Some(g) = Guard::enter() else {
+        return pass();
+    };
     let saved = errno();
     let r = std::panic::catch_unwind(AssertUnwindSafe(op));
     drop(g);
@@ -110,44 +114,94 @@ macro_rules! fd_hook {
 
 #[no_mangle]
 pub unsafe extern "C" fn open(p: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-    path_hook!(AT, p, ops::open_at(AT, p, flags, mode), real::open(p, flags, mode))
+    path_hook!(
+        AT,
+        p,
+        ops::open_at(AT, p, flags, mode),
+        real::open(p, flags, mode)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn open64(p: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-    path_hook!(AT, p, ops::open_at(AT, p, flags, mode), real::open64(p, flags, mode))
+    path_hook!(
+        AT,
+        p,
+        ops::open_at(AT, p, flags, mode),
+        real::open64(p, flags, mode)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn __open_2(p: *const c_char, flags: c_int) -> c_int {
-    path_hook!(AT, p, ops::open_at(AT, p, flags, 0), real::__open_2(p, flags))
+    path_hook!(
+        AT,
+        p,
+        ops::open_at(AT, p, flags, 0),
+        real::__open_2(p, flags)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn __open64_2(p: *const c_char, flags: c_int) -> c_int {
-    path_hook!(AT, p, ops::open_at(AT, p, flags, 0), real::__open64_2(p, flags))
+    path_hook!(
+        AT,
+        p,
+        ops::open_at(AT, p, flags, 0),
+        real::__open64_2(p, flags)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn openat(d: c_int, p: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-    path_hook!(d, p, ops::open_at(d, p, flags, mode), real::openat(d, p, flags, mode))
+    path_hook!(
+        d,
+        p,
+        ops::open_at(d, p, flags, mode),
+        real::openat(d, p, flags, mode)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn openat64(d: c_int, p: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-    path_hook!(d, p, ops::open_at(d, p, flags, mode), real::openat64(d, p, flags, mode))
+    path_hook!(
+        d,
+        p,
+        ops::open_at(d, p, flags, mode),
+        real::openat64(d, p, flags, mode)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn __openat_2(d: c_int, p: *const c_char, flags: c_int) -> c_int {
-    path_hook!(d, p, ops::open_at(d, p, flags, 0), real::__openat_2(d, p, flags))
+    path_hook!(
+        d,
+        p,
+        ops::open_at(d, p, flags, 0),
+        real::__openat_2(d, p, flags)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn __openat64_2(d: c_int, p: *const c_char, flags: c_int) -> c_int {
-    path_hook!(d, p, ops::open_at(d, p, flags, 0), real::__openat64_2(d, p, flags))
+    path_hook!(
+        d,
+        p,
+        ops::open_at(d, p, flags, 0),
+        real::__openat64_2(d, p, flags)
+    )
 }
 const CREAT: c_int = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
 #[no_mangle]
 pub unsafe extern "C" fn creat(p: *const c_char, mode: mode_t) -> c_int {
-    path_hook!(AT, p, ops::open_at(AT, p, CREAT, mode), real::creat(p, mode))
+    path_hook!(
+        AT,
+        p,
+        ops::open_at(AT, p, CREAT, mode),
+        real::creat(p, mode)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn creat64(p: *const c_char, mode: mode_t) -> c_int {
-    path_hook!(AT, p, ops::open_at(AT, p, CREAT, mode), real::creat64(p, mode))
+    path_hook!(
+        AT,
+        p,
+        ops::open_at(AT, p, CREAT, mode),
+        real::creat64(p, mode)
+    )
 }
 
 #[no_mangle]
@@ -157,7 +211,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| ops::close_range(first, last, flags), || unsafe { real::close_range(first, last, flags) })
+    run(
+        || ops::close_range(first, last, flags),
+        || unsafe { real::close_range(first, last, flags) },
+    )
 }
 
 // ------------------------------------------------------------------ data
@@ -168,7 +225,15 @@ pub unsafe extern "C" fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
 }
 #[no_mangle]
 pub unsafe extern "C" fn __read_chk(fd: c_int, b: *mut c_void, n: size_t, bl: size_t) -> ssize_t {
-    fd_hook!(fd, if n > bl { None } else { ops::read(fd, b, n, None) }, real::__read_chk(fd, b, n, bl))
+    fd_hook!(
+        fd,
+        if n > bl {
+            None
+        } else {
+            ops::read(fd, b, n, None)
+        },
+        real::__read_chk(fd, b, n, bl)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn pread(fd: c_int, b: *mut c_void, n: size_t, o: off_t) -> ssize_t {
@@ -179,12 +244,40 @@ pub unsafe extern "C" fn pread64(fd: c_int, b: *mut c_void, n: size_t, o: off64_
     fd_hook!(fd, ops::read(fd, b, n, Some(o)), real::pread64(fd, b, n, o))
 }
 #[no_mangle]
-pub unsafe extern "C" fn __pread_chk(fd: c_int, b: *mut c_void, n: size_t, o: off_t, bl: size_t) -> ssize_t {
-    fd_hook!(fd, if n > bl { None } else { ops::read(fd, b, n, Some(o)) }, real::__pread_chk(fd, b, n, o, bl))
+pub unsafe extern "C" fn __pread_chk(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    o: off_t,
+    bl: size_t,
+) -> ssize_t {
+    fd_hook!(
+        fd,
+        if n > bl {
+            None
+        } else {
+            ops::read(fd, b, n, Some(o))
+        },
+        real::__pread_chk(fd, b, n, o, bl)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn __pread64_chk(fd: c_int, b: *mut c_void, n: size_t, o: off64_t, bl: size_t) -> ssize_t {
-    fd_hook!(fd, if n > bl { None } else { ops::read(fd, b, n, Some(o)) }, real::__pread64_chk(fd, b, n, o, bl))
+pub unsafe extern "C" fn __pread64_chk(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    o: off64_t,
+    bl: size_t,
+) -> ssize_t {
+    fd_hook!(
+        fd,
+        if n > bl {
+            None
+        } else {
+            ops::read(fd, b, n, Some(o))
+        },
+        real::__pread64_chk(fd, b, n, o, bl)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, v: *const libc::iovec, c: c_int) -> ssize_t {
@@ -195,12 +288,31 @@ pub unsafe extern "C" fn preadv(fd: c_int, v: *const libc::iovec, c: c_int, o: o
     fd_hook!(fd, ops::readv(fd, v, c, Some(o)), real::preadv(fd, v, c, o))
 }
 #[no_mangle]
-pub unsafe extern "C" fn preadv64(fd: c_int, v: *const libc::iovec, c: c_int, o: off64_t) -> ssize_t {
-    fd_hook!(fd, ops::readv(fd, v, c, Some(o)), real::preadv64(fd, v, c, o))
+pub unsafe extern "C" fn preadv64(
+    fd: c_int,
+    v: *const libc::iovec,
+    c: c_int,
+    o: off64_t,
+) -> ssize_t {
+    fd_hook!(
+        fd,
+        ops::readv(fd, v, c, Some(o)),
+        real::preadv64(fd, v, c, o)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn preadv2(fd: c_int, v: *const libc::iovec, c: c_int, o: off_t, f: c_int) -> ssize_t {
-    fd_hook!(fd, ops::readv(fd, v, c, (o != -1).then_some(o)), real::preadv2(fd, v, c, o, f))
+pub unsafe extern "C" fn preadv2(
+    fd: c_int,
+    v: *const libc::iovec,
+    c: c_int,
+    o: off_t,
+    f: c_int,
+) -> ssize_t {
+    fd_hook!(
+        fd,
+        ops::readv(fd, v, c, (o != -1).then_some(o)),
+        real::preadv2(fd, v, c, o, f)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t {
@@ -212,7 +324,11 @@ pub unsafe extern "C" fn pwrite(fd: c_int, b: *const c_void, n: size_t, o: off_t
 }
 #[no_mangle]
 pub unsafe extern "C" fn pwrite64(fd: c_int, b: *const c_void, n: size_t, o: off64_t) -> ssize_t {
-    fd_hook!(fd, ops::write(fd, b, n, Some(o)), real::pwrite64(fd, b, n, o))
+    fd_hook!(
+        fd,
+        ops::write(fd, b, n, Some(o)),
+        real::pwrite64(fd, b, n, o)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, v: *const libc::iovec, c: c_int) -> ssize_t {
@@ -220,15 +336,38 @@ pub unsafe extern "C" fn writev(fd: c_int, v: *const libc::iovec, c: c_int) -> s
 }
 #[no_mangle]
 pub unsafe extern "C" fn pwritev(fd: c_int, v: *const libc::iovec, c: c_int, o: off_t) -> ssize_t {
-    fd_hook!(fd, ops::writev(fd, v, c, Some(o)), real::pwritev(fd, v, c, o))
+    fd_hook!(
+        fd,
+        ops::writev(fd, v, c, Some(o)),
+        real::pwritev(fd, v, c, o)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn pwritev64(fd: c_int, v: *const libc::iovec, c: c_int, o: off64_t) -> ssize_t {
-    fd_hook!(fd, ops::writev(fd, v, c, Some(o)), real::pwritev64(fd, v, c, o))
+pub unsafe extern "C" fn pwritev64(
+    fd: c_int,
+    v: *const libc::iovec,
+    c: c_int,
+    o: off64_t,
+) -> ssize_t {
+    fd_hook!(
+        fd,
+        ops::writev(fd, v, c, Some(o)),
+        real::pwritev64(fd, v, c, o)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn pwritev2(fd: c_int, v: *const libc::iovec, c: c_int, o: off_t, f: c_int) -> ssize_t {
-    fd_hook!(fd, ops::writev(fd, v, c, (o != -1).then_some(o)), real::pwritev2(fd, v, c, o, f))
+pub unsafe extern "C" fn pwritev2(
+    fd: c_int,
+    v: *const libc::iovec,
+    c: c_int,
+    o: off_t,
+    f: c_int,
+) -> ssize_t {
+    fd_hook!(
+        fd,
+        ops::writev(fd, v, c, (o != -1).then_some(o)),
+        real::pwritev2(fd, v, c, o, f)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn lseek(fd: c_int, o: off_t, w: c_int) -> off_t {
@@ -272,11 +411,19 @@ pub unsafe extern "C" fn posix_fadvise64(fd: c_int, o: off64_t, l: off64_t, a: c
 }
 #[no_mangle]
 pub unsafe extern "C" fn fallocate(fd: c_int, m: c_int, o: off_t, l: off_t) -> c_int {
-    fd_hook!(fd, ops::fallocate(fd, m, o, l), real::fallocate(fd, m, o, l))
+    fd_hook!(
+        fd,
+        ops::fallocate(fd, m, o, l),
+        real::fallocate(fd, m, o, l)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn fallocate64(fd: c_int, m: c_int, o: off64_t, l: off64_t) -> c_int {
-    fd_hook!(fd, ops::fallocate(fd, m, o, l), real::fallocate64(fd, m, o, l))
+    fd_hook!(
+        fd,
+        ops::fallocate(fd, m, o, l),
+        real::fallocate64(fd, m, o, l)
+    )
 }
 /// `posix_fallocate` returns the error number instead of setting errno.
 fn errno_ret(r: c_int) -> c_int {
@@ -293,7 +440,10 @@ pub unsafe extern "C" fn posix_fallocate(fd: c_int, o: off_t, l: off_t) -> c_int
         return unsafe { real::posix_fallocate(fd, o, l) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    errno_ret(run(|| ops::fallocate(fd, 0, o, l), || unsafe { real::fallocate(fd, 0, o, l) }))
+    errno_ret(run(
+        || ops::fallocate(fd, 0, o, l),
+        || unsafe { real::fallocate(fd, 0, o, l) },
+    ))
 }
 #[no_mangle]
 pub unsafe extern "C" fn posix_fallocate64(fd: c_int, o: off64_t, l: off64_t) -> c_int {
@@ -302,16 +452,29 @@ pub unsafe extern "C" fn posix_fallocate64(fd: c_int, o: off64_t, l: off64_t) ->
         return unsafe { real::posix_fallocate64(fd, o, l) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    errno_ret(run(|| ops::fallocate(fd, 0, o, l), || unsafe { real::fallocate64(fd, 0, o, l) }))
+    errno_ret(run(
+        || ops::fallocate(fd, 0, o, l),
+        || unsafe { real::fallocate64(fd, 0, o, l) },
+    ))
 }
 #[no_mangle]
-pub unsafe extern "C" fn copy_file_range(fi: c_int, oi: *mut off64_t, fo: c_int, oo: *mut off64_t, n: size_t, f: c_uint) -> ssize_t {
+pub unsafe extern "C" fn copy_file_range(
+    fi: c_int,
+    oi: *mut off64_t,
+    fo: c_int,
+    oo: *mut off64_t,
+    n: size_t,
+    f: c_uint,
+) -> ssize_t {
     if !fdtable::is_ours(fi) && !fdtable::is_ours(fo) {
         // SAFETY: the real function with the application's arguments.
         return unsafe { real::copy_file_range(fi, oi, fo, oo, n, f) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::copy_range(fi, oi, fo, oo, n) }, || unsafe { real::copy_file_range(fi, oi, fo, oo, n, f) })
+    run(
+        || unsafe { ops::copy_range(fi, oi, fo, oo, n) },
+        || unsafe { real::copy_file_range(fi, oi, fo, oo, n, f) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn sendfile(out: c_int, inp: c_int, o: *mut off_t, n: size_t) -> ssize_t {
@@ -320,7 +483,10 @@ pub unsafe extern "C" fn sendfile(out: c_int, inp: c_int, o: *mut off_t, n: size
         return unsafe { real::sendfile(out, inp, o, n) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::copy_range(inp, o, out, std::ptr::null_mut(), n) }, || unsafe { real::sendfile(out, inp, o, n) })
+    run(
+        || unsafe { ops::copy_range(inp, o, out, std::ptr::null_mut(), n) },
+        || unsafe { real::sendfile(out, inp, o, n) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn sendfile64(out: c_int, inp: c_int, o: *mut off64_t, n: size_t) -> ssize_t {
@@ -329,7 +495,10 @@ pub unsafe extern "C" fn sendfile64(out: c_int, inp: c_int, o: *mut off64_t, n: 
         return unsafe { real::sendfile64(out, inp, o, n) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::copy_range(inp, o, out, std::ptr::null_mut(), n) }, || unsafe { real::sendfile64(out, inp, o, n) })
+    run(
+        || unsafe { ops::copy_range(inp, o, out, std::ptr::null_mut(), n) },
+        || unsafe { real::sendfile64(out, inp, o, n) },
+    )
 }
 
 // ------------------------------------------------------------------ stat
@@ -340,15 +509,30 @@ pub unsafe extern "C" fn stat(p: *const c_char, st: *mut libc::stat) -> c_int {
 }
 #[no_mangle]
 pub unsafe extern "C" fn stat64(p: *const c_char, st: *mut libc::stat64) -> c_int {
-    path_hook!(AT, p, ops::stat_at(AT, p, st.cast(), 0), real::stat64(p, st))
+    path_hook!(
+        AT,
+        p,
+        ops::stat_at(AT, p, st.cast(), 0),
+        real::stat64(p, st)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn lstat(p: *const c_char, st: *mut libc::stat) -> c_int {
-    path_hook!(AT, p, ops::stat_at(AT, p, st, libc::AT_SYMLINK_NOFOLLOW), real::lstat(p, st))
+    path_hook!(
+        AT,
+        p,
+        ops::stat_at(AT, p, st, libc::AT_SYMLINK_NOFOLLOW),
+        real::lstat(p, st)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn lstat64(p: *const c_char, st: *mut libc::stat64) -> c_int {
-    path_hook!(AT, p, ops::stat_at(AT, p, st.cast(), libc::AT_SYMLINK_NOFOLLOW), real::lstat64(p, st))
+    path_hook!(
+        AT,
+        p,
+        ops::stat_at(AT, p, st.cast(), libc::AT_SYMLINK_NOFOLLOW),
+        real::lstat64(p, st)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
@@ -359,15 +543,36 @@ pub unsafe extern "C" fn fstat64(fd: c_int, st: *mut libc::stat64) -> c_int {
     fd_hook!(fd, ops::fstat(fd, st.cast()), real::fstat64(fd, st))
 }
 #[no_mangle]
-pub unsafe extern "C" fn fstatat(d: c_int, p: *const c_char, st: *mut libc::stat, f: c_int) -> c_int {
+pub unsafe extern "C" fn fstatat(
+    d: c_int,
+    p: *const c_char,
+    st: *mut libc::stat,
+    f: c_int,
+) -> c_int {
     path_hook!(d, p, ops::stat_at(d, p, st, f), real::fstatat(d, p, st, f))
 }
 #[no_mangle]
-pub unsafe extern "C" fn fstatat64(d: c_int, p: *const c_char, st: *mut libc::stat64, f: c_int) -> c_int {
-    path_hook!(d, p, ops::stat_at(d, p, st.cast(), f), real::fstatat64(d, p, st, f))
+pub unsafe extern "C" fn fstatat64(
+    d: c_int,
+    p: *const c_char,
+    st: *mut libc::stat64,
+    f: c_int,
+) -> c_int {
+    path_hook!(
+        d,
+        p,
+        ops::stat_at(d, p, st.cast(), f),
+        real::fstatat64(d, p, st, f)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn statx(d: c_int, p: *const c_char, f: c_int, m: c_uint, sx: *mut libc::statx) -> c_int {
+pub unsafe extern "C" fn statx(
+    d: c_int,
+    p: *const c_char,
+    f: c_int,
+    m: c_uint,
+    sx: *mut libc::statx,
+) -> c_int {
     path_hook!(d, p, ops::statx(d, p, f, sx), real::statx(d, p, f, m, sx))
 }
 // The pre-2.33 names (compat symbols in 2.36): the real side is the new name.
@@ -377,15 +582,30 @@ pub unsafe extern "C" fn __xstat(_v: c_int, p: *const c_char, st: *mut libc::sta
 }
 #[no_mangle]
 pub unsafe extern "C" fn __xstat64(_v: c_int, p: *const c_char, st: *mut libc::stat64) -> c_int {
-    path_hook!(AT, p, ops::stat_at(AT, p, st.cast(), 0), real::stat64(p, st))
+    path_hook!(
+        AT,
+        p,
+        ops::stat_at(AT, p, st.cast(), 0),
+        real::stat64(p, st)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn __lxstat(_v: c_int, p: *const c_char, st: *mut libc::stat) -> c_int {
-    path_hook!(AT, p, ops::stat_at(AT, p, st, libc::AT_SYMLINK_NOFOLLOW), real::lstat(p, st))
+    path_hook!(
+        AT,
+        p,
+        ops::stat_at(AT, p, st, libc::AT_SYMLINK_NOFOLLOW),
+        real::lstat(p, st)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn __lxstat64(_v: c_int, p: *const c_char, st: *mut libc::stat64) -> c_int {
-    path_hook!(AT, p, ops::stat_at(AT, p, st.cast(), libc::AT_SYMLINK_NOFOLLOW), real::lstat64(p, st))
+    path_hook!(
+        AT,
+        p,
+        ops::stat_at(AT, p, st.cast(), libc::AT_SYMLINK_NOFOLLOW),
+        real::lstat64(p, st)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn __fxstat(_v: c_int, fd: c_int, st: *mut libc::stat) -> c_int {
@@ -396,12 +616,29 @@ pub unsafe extern "C" fn __fxstat64(_v: c_int, fd: c_int, st: *mut libc::stat64)
     fd_hook!(fd, ops::fstat(fd, st.cast()), real::fstat64(fd, st))
 }
 #[no_mangle]
-pub unsafe extern "C" fn __fxstatat(_v: c_int, d: c_int, p: *const c_char, st: *mut libc::stat, f: c_int) -> c_int {
+pub unsafe extern "C" fn __fxstatat(
+    _v: c_int,
+    d: c_int,
+    p: *const c_char,
+    st: *mut libc::stat,
+    f: c_int,
+) -> c_int {
     path_hook!(d, p, ops::stat_at(d, p, st, f), real::fstatat(d, p, st, f))
 }
 #[no_mangle]
-pub unsafe extern "C" fn __fxstatat64(_v: c_int, d: c_int, p: *const c_char, st: *mut libc::stat64, f: c_int) -> c_int {
-    path_hook!(d, p, ops::stat_at(d, p, st.cast(), f), real::fstatat64(d, p, st, f))
+pub unsafe extern "C" fn __fxstatat64(
+    _v: c_int,
+    d: c_int,
+    p: *const c_char,
+    st: *mut libc::stat64,
+    f: c_int,
+) -> c_int {
+    path_hook!(
+        d,
+        p,
+        ops::stat_at(d, p, st.cast(), f),
+        real::fstatat64(d, p, st, f)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn access(p: *const c_char, m: c_int) -> c_int {
@@ -409,15 +646,30 @@ pub unsafe extern "C" fn access(p: *const c_char, m: c_int) -> c_int {
 }
 #[no_mangle]
 pub unsafe extern "C" fn eaccess(p: *const c_char, m: c_int) -> c_int {
-    path_hook!(AT, p, ops::access_at(AT, p, m, libc::AT_EACCESS), real::eaccess(p, m))
+    path_hook!(
+        AT,
+        p,
+        ops::access_at(AT, p, m, libc::AT_EACCESS),
+        real::eaccess(p, m)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn euidaccess(p: *const c_char, m: c_int) -> c_int {
-    path_hook!(AT, p, ops::access_at(AT, p, m, libc::AT_EACCESS), real::eaccess(p, m))
+    path_hook!(
+        AT,
+        p,
+        ops::access_at(AT, p, m, libc::AT_EACCESS),
+        real::eaccess(p, m)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn faccessat(d: c_int, p: *const c_char, m: c_int, f: c_int) -> c_int {
-    path_hook!(d, p, ops::access_at(d, p, m, f), real::faccessat(d, p, m, f))
+    path_hook!(
+        d,
+        p,
+        ops::access_at(d, p, m, f),
+        real::faccessat(d, p, m, f)
+    )
 }
 
 // ------------------------------------------------------------------ namespace
@@ -432,7 +684,12 @@ pub unsafe extern "C" fn mkdirat(d: c_int, p: *const c_char, m: mode_t) -> c_int
 }
 #[no_mangle]
 pub unsafe extern "C" fn rmdir(p: *const c_char) -> c_int {
-    path_hook!(AT, p, ops::unlink_at(AT, p, libc::AT_REMOVEDIR), real::rmdir(p))
+    path_hook!(
+        AT,
+        p,
+        ops::unlink_at(AT, p, libc::AT_REMOVEDIR),
+        real::rmdir(p)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn unlink(p: *const c_char) -> c_int {
@@ -453,7 +710,8 @@ unsafe fn maybe2(da: c_int, a: *const c_char, db: c_int, b: *const c_char) -> bo
 unsafe fn efault_pair(da: c_int, a: *const c_char, db: c_int, b: *const c_char) -> bool {
     let bad = |x: *const c_char| x.is_null() || paths::never_user_memory(x);
     // SAFETY: the pointer checked is not a bad one (application C string).
-    (bad(a) && !bad(b) && unsafe { paths::maybe(db, b) }) || (bad(b) && !bad(a) && unsafe { paths::maybe(da, a) })
+    (bad(a) && !bad(b) && unsafe { paths::maybe(db, b) })
+        || (bad(b) && !bad(a) && unsafe { paths::maybe(da, a) })
 }
 #[no_mangle]
 pub unsafe extern "C" fn rename(a: *const c_char, b: *const c_char) -> c_int {
@@ -468,10 +726,18 @@ pub unsafe extern "C" fn rename(a: *const c_char, b: *const c_char) -> c_int {
         return unsafe { real::rename(a, b) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::rename_at(AT, a, AT, b, 0) }, || unsafe { real::rename(a, b) })
+    run(
+        || unsafe { ops::rename_at(AT, a, AT, b, 0) },
+        || unsafe { real::rename(a, b) },
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn renameat(da: c_int, a: *const c_char, db: c_int, b: *const c_char) -> c_int {
+pub unsafe extern "C" fn renameat(
+    da: c_int,
+    a: *const c_char,
+    db: c_int,
+    b: *const c_char,
+) -> c_int {
     // SAFETY: pointer pre-check only (never dereferences a bad one).
     if unsafe { efault_pair(da, a, db, b) } {
         ops::set_errno(sealfs_client::Errno(libc::EFAULT));
@@ -483,10 +749,19 @@ pub unsafe extern "C" fn renameat(da: c_int, a: *const c_char, db: c_int, b: *co
         return unsafe { real::renameat(da, a, db, b) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::rename_at(da, a, db, b, 0) }, || unsafe { real::renameat(da, a, db, b) })
+    run(
+        || unsafe { ops::rename_at(da, a, db, b, 0) },
+        || unsafe { real::renameat(da, a, db, b) },
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn renameat2(da: c_int, a: *const c_char, db: c_int, b: *const c_char, f: c_uint) -> c_int {
+pub unsafe extern "C" fn renameat2(
+    da: c_int,
+    a: *const c_char,
+    db: c_int,
+    b: *const c_char,
+    f: c_uint,
+) -> c_int {
     // SAFETY: pointer pre-check only (never dereferences a bad one).
     if unsafe { efault_pair(da, a, db, b) } {
         ops::set_errno(sealfs_client::Errno(libc::EFAULT));
@@ -498,7 +773,10 @@ pub unsafe extern "C" fn renameat2(da: c_int, a: *const c_char, db: c_int, b: *c
         return unsafe { real::renameat2(da, a, db, b, f) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::rename_at(da, a, db, b, f) }, || unsafe { real::renameat2(da, a, db, b, f) })
+    run(
+        || unsafe { ops::rename_at(da, a, db, b, f) },
+        || unsafe { real::renameat2(da, a, db, b, f) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn link(a: *const c_char, b: *const c_char) -> c_int {
@@ -513,10 +791,19 @@ pub unsafe extern "C" fn link(a: *const c_char, b: *const c_char) -> c_int {
         return unsafe { real::link(a, b) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::link_at(AT, a, AT, b) }, || unsafe { real::link(a, b) })
+    run(
+        || unsafe { ops::link_at(AT, a, AT, b) },
+        || unsafe { real::link(a, b) },
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn linkat(da: c_int, a: *const c_char, db: c_int, b: *const c_char, f: c_int) -> c_int {
+pub unsafe extern "C" fn linkat(
+    da: c_int,
+    a: *const c_char,
+    db: c_int,
+    b: *const c_char,
+    f: c_int,
+) -> c_int {
     // SAFETY: pointer pre-check only (never dereferences a bad one).
     if unsafe { efault_pair(da, a, db, b) } {
         ops::set_errno(sealfs_client::Errno(libc::EFAULT));
@@ -528,7 +815,10 @@ pub unsafe extern "C" fn linkat(da: c_int, a: *const c_char, db: c_int, b: *cons
         return unsafe { real::linkat(da, a, db, b, f) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::link_at(da, a, db, b) }, || unsafe { real::linkat(da, a, db, b, f) })
+    run(
+        || unsafe { ops::link_at(da, a, db, b) },
+        || unsafe { real::linkat(da, a, db, b, f) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn symlink(t: *const c_char, p: *const c_char) -> c_int {
@@ -548,11 +838,26 @@ pub unsafe extern "C" fn symlinkat(t: *const c_char, d: c_int, p: *const c_char)
 }
 #[no_mangle]
 pub unsafe extern "C" fn readlink(p: *const c_char, b: *mut c_char, n: size_t) -> ssize_t {
-    path_hook!(AT, p, ops::readlink_at(AT, p, b, n), real::readlink(p, b, n))
+    path_hook!(
+        AT,
+        p,
+        ops::readlink_at(AT, p, b, n),
+        real::readlink(p, b, n)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn readlinkat(d: c_int, p: *const c_char, b: *mut c_char, n: size_t) -> ssize_t {
-    path_hook!(d, p, ops::readlink_at(d, p, b, n), real::readlinkat(d, p, b, n))
+pub unsafe extern "C" fn readlinkat(
+    d: c_int,
+    p: *const c_char,
+    b: *mut c_char,
+    n: size_t,
+) -> ssize_t {
+    path_hook!(
+        d,
+        p,
+        ops::readlink_at(d, p, b, n),
+        real::readlinkat(d, p, b, n)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn mknod(p: *const c_char, m: mode_t, dev: libc::dev_t) -> c_int {
@@ -591,23 +896,53 @@ pub unsafe extern "C" fn chown(p: *const c_char, u: libc::uid_t, g: libc::gid_t)
 }
 #[no_mangle]
 pub unsafe extern "C" fn lchown(p: *const c_char, u: libc::uid_t, g: libc::gid_t) -> c_int {
-    path_hook!(AT, p, ops::chown_at(AT, p, u, g, libc::AT_SYMLINK_NOFOLLOW), real::lchown(p, u, g))
+    path_hook!(
+        AT,
+        p,
+        ops::chown_at(AT, p, u, g, libc::AT_SYMLINK_NOFOLLOW),
+        real::lchown(p, u, g)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn fchown(fd: c_int, u: libc::uid_t, g: libc::gid_t) -> c_int {
     fd_hook!(fd, ops::fchown(fd, u, g), real::fchown(fd, u, g))
 }
 #[no_mangle]
-pub unsafe extern "C" fn fchownat(d: c_int, p: *const c_char, u: libc::uid_t, g: libc::gid_t, f: c_int) -> c_int {
-    path_hook!(d, p, ops::chown_at(d, p, u, g, f), real::fchownat(d, p, u, g, f))
+pub unsafe extern "C" fn fchownat(
+    d: c_int,
+    p: *const c_char,
+    u: libc::uid_t,
+    g: libc::gid_t,
+    f: c_int,
+) -> c_int {
+    path_hook!(
+        d,
+        p,
+        ops::chown_at(d, p, u, g, f),
+        real::fchownat(d, p, u, g, f)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn utimensat(d: c_int, p: *const c_char, ts: *const libc::timespec, f: c_int) -> c_int {
-    path_hook!(d, p, ops::utimens_at(d, p, ts, f), real::utimensat(d, p, ts, f))
+pub unsafe extern "C" fn utimensat(
+    d: c_int,
+    p: *const c_char,
+    ts: *const libc::timespec,
+    f: c_int,
+) -> c_int {
+    path_hook!(
+        d,
+        p,
+        ops::utimens_at(d, p, ts, f),
+        real::utimensat(d, p, ts, f)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn futimens(fd: c_int, ts: *const libc::timespec) -> c_int {
-    fd_hook!(fd, ops::utimens_at(fd, std::ptr::null(), ts, 0), real::futimens(fd, ts))
+    fd_hook!(
+        fd,
+        ops::utimens_at(fd, std::ptr::null(), ts, 0),
+        real::futimens(fd, ts)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn utimes(p: *const c_char, tv: *const libc::timeval) -> c_int {
@@ -616,7 +951,12 @@ pub unsafe extern "C" fn utimes(p: *const c_char, tv: *const libc::timeval) -> c
         p,
         {
             let ts = ops::tv_to_ts(tv);
-            ops::utimens_at(AT, p, ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()), 0)
+            ops::utimens_at(
+                AT,
+                p,
+                ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
+                0,
+            )
         },
         real::utimes(p, tv)
     )
@@ -628,7 +968,12 @@ pub unsafe extern "C" fn lutimes(p: *const c_char, tv: *const libc::timeval) -> 
         p,
         {
             let ts = ops::tv_to_ts(tv);
-            ops::utimens_at(AT, p, ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()), libc::AT_SYMLINK_NOFOLLOW)
+            ops::utimens_at(
+                AT,
+                p,
+                ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
         },
         real::lutimes(p, tv)
     )
@@ -639,7 +984,12 @@ pub unsafe extern "C" fn futimes(fd: c_int, tv: *const libc::timeval) -> c_int {
         fd,
         {
             let ts = ops::tv_to_ts(tv);
-            ops::utimens_at(fd, std::ptr::null(), ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()), 0)
+            ops::utimens_at(
+                fd,
+                std::ptr::null(),
+                ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
+                0,
+            )
         },
         real::futimes(fd, tv)
     )
@@ -654,9 +1004,23 @@ pub unsafe extern "C" fn utime(p: *const c_char, t: *const libc::utimbuf) -> c_i
                 None
             } else {
                 let t = &*t;
-                Some([libc::timespec { tv_sec: t.actime, tv_nsec: 0 }, libc::timespec { tv_sec: t.modtime, tv_nsec: 0 }])
+                Some([
+                    libc::timespec {
+                        tv_sec: t.actime,
+                        tv_nsec: 0,
+                    },
+                    libc::timespec {
+                        tv_sec: t.modtime,
+                        tv_nsec: 0,
+                    },
+                ])
             };
-            ops::utimens_at(AT, p, ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()), 0)
+            ops::utimens_at(
+                AT,
+                p,
+                ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
+                0,
+            )
         },
         real::utime(p, t)
     )
@@ -664,15 +1028,35 @@ pub unsafe extern "C" fn utime(p: *const c_char, t: *const libc::utimbuf) -> c_i
 
 // xattrs: not supported on SealFS.
 #[no_mangle]
-pub unsafe extern "C" fn getxattr(p: *const c_char, n: *const c_char, v: *mut c_void, s: size_t) -> ssize_t {
+pub unsafe extern "C" fn getxattr(
+    p: *const c_char,
+    n: *const c_char,
+    v: *mut c_void,
+    s: size_t,
+) -> ssize_t {
     path_hook!(AT, p, ops::xattr_path(p, true), real::getxattr(p, n, v, s))
 }
 #[no_mangle]
-pub unsafe extern "C" fn lgetxattr(p: *const c_char, n: *const c_char, v: *mut c_void, s: size_t) -> ssize_t {
-    path_hook!(AT, p, ops::xattr_path(p, false), real::lgetxattr(p, n, v, s))
+pub unsafe extern "C" fn lgetxattr(
+    p: *const c_char,
+    n: *const c_char,
+    v: *mut c_void,
+    s: size_t,
+) -> ssize_t {
+    path_hook!(
+        AT,
+        p,
+        ops::xattr_path(p, false),
+        real::lgetxattr(p, n, v, s)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn fgetxattr(fd: c_int, n: *const c_char, v: *mut c_void, s: size_t) -> ssize_t {
+pub unsafe extern "C" fn fgetxattr(
+    fd: c_int,
+    n: *const c_char,
+    v: *mut c_void,
+    s: size_t,
+) -> ssize_t {
     fd_hook!(fd, ops::xattr_fd(fd), real::fgetxattr(fd, n, v, s))
 }
 #[no_mangle]
@@ -691,24 +1075,62 @@ fn int(r: Op<isize>) -> Op<c_int> {
     r.map(|r| r.map(|v| v as c_int))
 }
 #[no_mangle]
-pub unsafe extern "C" fn setxattr(p: *const c_char, n: *const c_char, v: *const c_void, s: size_t, f: c_int) -> c_int {
-    path_hook!(AT, p, int(ops::xattr_path(p, true)), real::setxattr(p, n, v, s, f))
+pub unsafe extern "C" fn setxattr(
+    p: *const c_char,
+    n: *const c_char,
+    v: *const c_void,
+    s: size_t,
+    f: c_int,
+) -> c_int {
+    path_hook!(
+        AT,
+        p,
+        int(ops::xattr_path(p, true)),
+        real::setxattr(p, n, v, s, f)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn lsetxattr(p: *const c_char, n: *const c_char, v: *const c_void, s: size_t, f: c_int) -> c_int {
-    path_hook!(AT, p, int(ops::xattr_path(p, false)), real::lsetxattr(p, n, v, s, f))
+pub unsafe extern "C" fn lsetxattr(
+    p: *const c_char,
+    n: *const c_char,
+    v: *const c_void,
+    s: size_t,
+    f: c_int,
+) -> c_int {
+    path_hook!(
+        AT,
+        p,
+        int(ops::xattr_path(p, false)),
+        real::lsetxattr(p, n, v, s, f)
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn fsetxattr(fd: c_int, n: *const c_char, v: *const c_void, s: size_t, f: c_int) -> c_int {
+pub unsafe extern "C" fn fsetxattr(
+    fd: c_int,
+    n: *const c_char,
+    v: *const c_void,
+    s: size_t,
+    f: c_int,
+) -> c_int {
     fd_hook!(fd, int(ops::xattr_fd(fd)), real::fsetxattr(fd, n, v, s, f))
 }
 #[no_mangle]
 pub unsafe extern "C" fn removexattr(p: *const c_char, n: *const c_char) -> c_int {
-    path_hook!(AT, p, int(ops::xattr_path(p, true)), real::removexattr(p, n))
+    path_hook!(
+        AT,
+        p,
+        int(ops::xattr_path(p, true)),
+        real::removexattr(p, n)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn lremovexattr(p: *const c_char, n: *const c_char) -> c_int {
-    path_hook!(AT, p, int(ops::xattr_path(p, false)), real::lremovexattr(p, n))
+    path_hook!(
+        AT,
+        p,
+        int(ops::xattr_path(p, false)),
+        real::lremovexattr(p, n)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn fremovexattr(fd: c_int, n: *const c_char) -> c_int {
@@ -799,7 +1221,10 @@ pub unsafe extern "C" fn getcwd(b: *mut c_char, n: size_t) -> *mut c_char {
         return unsafe { real::getcwd(b, n) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::getcwd(b, n) }, || unsafe { real::getcwd(b, n) })
+    run(
+        || unsafe { ops::getcwd(b, n) },
+        || unsafe { real::getcwd(b, n) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
@@ -808,7 +1233,10 @@ pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
         return unsafe { real::get_current_dir_name() };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { ops::getcwd(std::ptr::null_mut(), 0) }, || unsafe { real::get_current_dir_name() })
+    run(
+        || unsafe { ops::getcwd(std::ptr::null_mut(), 0) },
+        || unsafe { real::get_current_dir_name() },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn realpath(p: *const c_char, out: *mut c_char) -> *mut c_char {
@@ -816,7 +1244,12 @@ pub unsafe extern "C" fn realpath(p: *const c_char, out: *mut c_char) -> *mut c_
 }
 #[no_mangle]
 pub unsafe extern "C" fn canonicalize_file_name(p: *const c_char) -> *mut c_char {
-    path_hook!(AT, p, ops::realpath(p, std::ptr::null_mut()), real::canonicalize_file_name(p))
+    path_hook!(
+        AT,
+        p,
+        ops::realpath(p, std::ptr::null_mut()),
+        real::canonicalize_file_name(p)
+    )
 }
 
 // ------------------------------------------------------------------ directories
@@ -837,7 +1270,10 @@ pub unsafe extern "C" fn readdir(d: *mut DIR) -> *mut libc::dirent {
         return unsafe { real::readdir(d) };
     }
     // SAFETY: a `DIR*` of the application, see (D) in the module docs.
-    run(|| Some(unsafe { dir::readdir(d) }.map(|p| p.cast())), std::ptr::null_mut)
+    run(
+        || Some(unsafe { dir::readdir(d) }.map(|p| p.cast())),
+        std::ptr::null_mut,
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn readdir64(d: *mut DIR) -> *mut libc::dirent64 {
@@ -850,7 +1286,11 @@ pub unsafe extern "C" fn readdir64(d: *mut DIR) -> *mut libc::dirent64 {
     run(|| Some(unsafe { dir::readdir(d) }), std::ptr::null_mut)
 }
 #[no_mangle]
-pub unsafe extern "C" fn readdir_r(d: *mut DIR, e: *mut libc::dirent, r: *mut *mut libc::dirent) -> c_int {
+pub unsafe extern "C" fn readdir_r(
+    d: *mut DIR,
+    e: *mut libc::dirent,
+    r: *mut *mut libc::dirent,
+) -> c_int {
     // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
         // SAFETY: pass-through, see (P) in the module docs.
@@ -858,10 +1298,17 @@ pub unsafe extern "C" fn readdir_r(d: *mut DIR, e: *mut libc::dirent, r: *mut *m
     }
     let _g = Guard::enter();
     // SAFETY: a `DIR*` of the application, see (D) in the module docs.
-    std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { dir::readdir_r(d, e.cast(), r.cast()) })).unwrap_or(libc::EIO)
+    std::panic::catch_unwind(AssertUnwindSafe(|| unsafe {
+        dir::readdir_r(d, e.cast(), r.cast())
+    }))
+    .unwrap_or(libc::EIO)
 }
 #[no_mangle]
-pub unsafe extern "C" fn readdir64_r(d: *mut DIR, e: *mut libc::dirent64, r: *mut *mut libc::dirent64) -> c_int {
+pub unsafe extern "C" fn readdir64_r(
+    d: *mut DIR,
+    e: *mut libc::dirent64,
+    r: *mut *mut libc::dirent64,
+) -> c_int {
     // SAFETY: a `DIR*` of the application, see (D) in the module docs.
     if !unsafe { dir::is_ours(d) } {
         // SAFETY: pass-through, see (P) in the module docs.
@@ -869,7 +1316,8 @@ pub unsafe extern "C" fn readdir64_r(d: *mut DIR, e: *mut libc::dirent64, r: *mu
     }
     let _g = Guard::enter();
     // SAFETY: a `DIR*` of the application, see (D) in the module docs.
-    std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { dir::readdir_r(d, e, r) })).unwrap_or(libc::EIO)
+    std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { dir::readdir_r(d, e, r) }))
+        .unwrap_or(libc::EIO)
 }
 #[no_mangle]
 pub unsafe extern "C" fn closedir(d: *mut DIR) -> c_int {
@@ -928,16 +1376,28 @@ pub unsafe extern "C" fn scandir(
     filter: Option<unsafe extern "C" fn(*const libc::dirent) -> c_int>,
     cmp: Option<unsafe extern "C" fn(*mut *const libc::dirent, *mut *const libc::dirent) -> c_int>,
 ) -> c_int {
-    path_hook!(AT, p, dir::scandir(p, out, filter, cmp), real::scandir(p, out, filter, cmp))
+    path_hook!(
+        AT,
+        p,
+        dir::scandir(p, out, filter, cmp),
+        real::scandir(p, out, filter, cmp)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn scandir64(
     p: *const c_char,
     out: *mut *mut *mut libc::dirent64,
     filter: Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>,
-    cmp: Option<unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int>,
+    cmp: Option<
+        unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int,
+    >,
 ) -> c_int {
-    path_hook!(AT, p, dir::scandir(p, out, filter, cmp), real::scandir64(p, out, filter, cmp))
+    path_hook!(
+        AT,
+        p,
+        dir::scandir(p, out, filter, cmp),
+        real::scandir64(p, out, filter, cmp)
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn getdents64(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
@@ -957,7 +1417,10 @@ pub unsafe extern "C" fn dup2(fd: c_int, new: c_int) -> c_int {
         return unsafe { real::dup2(fd, new) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| ops::dup3(fd, new, 0, true), || unsafe { real::dup2(fd, new) })
+    run(
+        || ops::dup3(fd, new, 0, true),
+        || unsafe { real::dup2(fd, new) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn dup3(fd: c_int, new: c_int, f: c_int) -> c_int {
@@ -966,7 +1429,10 @@ pub unsafe extern "C" fn dup3(fd: c_int, new: c_int, f: c_int) -> c_int {
         return unsafe { real::dup3(fd, new, f) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| ops::dup3(fd, new, f, false), || unsafe { real::dup3(fd, new, f) })
+    run(
+        || ops::dup3(fd, new, f, false),
+        || unsafe { real::dup3(fd, new, f) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
@@ -1002,22 +1468,34 @@ pub unsafe extern "C" fn fopen64(p: *const c_char, m: *const c_char) -> *mut FIL
 #[no_mangle]
 pub unsafe extern "C" fn freopen(p: *const c_char, m: *const c_char, f: *mut FILE) -> *mut FILE {
     // SAFETY: path pre-check, see (M) in the module docs.
-    if m.is_null() || (!p.is_null() && !unsafe { paths::maybe(AT, p) }) || (p.is_null() && stdio::fileno_of(f).is_none()) {
+    if m.is_null()
+        || (!p.is_null() && !unsafe { paths::maybe(AT, p) })
+        || (p.is_null() && stdio::fileno_of(f).is_none())
+    {
         // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::freopen(p, m, f) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { stdio::freopen(p, m, f) }, || unsafe { real::freopen(p, m, f) })
+    run(
+        || unsafe { stdio::freopen(p, m, f) },
+        || unsafe { real::freopen(p, m, f) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn freopen64(p: *const c_char, m: *const c_char, f: *mut FILE) -> *mut FILE {
     // SAFETY: path pre-check, see (M) in the module docs.
-    if m.is_null() || (!p.is_null() && !unsafe { paths::maybe(AT, p) }) || (p.is_null() && stdio::fileno_of(f).is_none()) {
+    if m.is_null()
+        || (!p.is_null() && !unsafe { paths::maybe(AT, p) })
+        || (p.is_null() && stdio::fileno_of(f).is_none())
+    {
         // SAFETY: pass-through, see (P) in the module docs.
         return unsafe { real::freopen64(p, m, f) };
     }
     // SAFETY: operation or pass-through, see (O) in the module docs.
-    run(|| unsafe { stdio::freopen(p, m, f) }, || unsafe { real::freopen64(p, m, f) })
+    run(
+        || unsafe { stdio::freopen(p, m, f) },
+        || unsafe { real::freopen64(p, m, f) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn fdopen(fd: c_int, m: *const c_char) -> *mut FILE {
@@ -1047,12 +1525,18 @@ pub unsafe extern "C" fn fileno_unlocked(f: *mut FILE) -> c_int {
 // ------------------------------------------------------------------ exec
 
 #[no_mangle]
-pub unsafe extern "C" fn execve(p: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn execve(
+    p: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
     let env = {
         let _g = Guard::enter();
         // SAFETY: `envp` is the application's null-terminated environment
         // array (or null), as execve requires; `exec_env` only reads it.
-        std::panic::catch_unwind(|| unsafe { process::exec_env(envp) }).ok().flatten()
+        std::panic::catch_unwind(|| unsafe { process::exec_env(envp) })
+            .ok()
+            .flatten()
     };
     let e = env.as_ref().map_or(envp, |e| e.as_ptr());
     // SAFETY: the real execve; `env` outlives it.
@@ -1060,13 +1544,21 @@ pub unsafe extern "C" fn execve(p: *const c_char, argv: *const *const c_char, en
 }
 /// `execve` under a name of its own, for the C wrappers of `csrc/variadic.c`.
 #[no_mangle]
-pub unsafe extern "C" fn sealfs_hook_execve(p: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn sealfs_hook_execve(
+    p: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
     // SAFETY: the caller's (execl/execle's) arguments, forwarded.
     unsafe { execve(p, argv, envp) }
 }
 /// `execvpe` under a name of its own, for `execlp` in `csrc/variadic.c`.
 #[no_mangle]
-pub unsafe extern "C" fn sealfs_hook_execvpe(f: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn sealfs_hook_execvpe(
+    f: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
     // SAFETY: the caller's (execlp's) arguments, forwarded.
     unsafe { execvpe(f, argv, envp) }
 }
@@ -1077,12 +1569,18 @@ pub unsafe extern "C" fn execv(p: *const c_char, argv: *const *const c_char) -> 
     unsafe { execve(p, argv, process::environ_ptr()) }
 }
 #[no_mangle]
-pub unsafe extern "C" fn execvpe(f: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn execvpe(
+    f: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
     let env = {
         let _g = Guard::enter();
         // SAFETY: `envp` is the application's null-terminated environment
         // array (or null), as execve requires; `exec_env` only reads it.
-        std::panic::catch_unwind(|| unsafe { process::exec_env(envp) }).ok().flatten()
+        std::panic::catch_unwind(|| unsafe { process::exec_env(envp) })
+            .ok()
+            .flatten()
     };
     let e = env.as_ref().map_or(envp, |e| e.as_ptr());
     // SAFETY: the real execvpe; `env` outlives it.
@@ -1125,7 +1623,10 @@ pub unsafe extern "C" fn posix_spawn(
 ) -> c_int {
     // SAFETY: the application's arguments, unchanged, to the operation (which
     // only reads `fa`'s address and `envp`) and to the real function.
-    run(|| unsafe { spawn::posix_spawn(pid, p, fa, at, argv, envp, false) }, || unsafe { real::posix_spawn(pid, p, fa, at, argv, envp) })
+    run(
+        || unsafe { spawn::posix_spawn(pid, p, fa, at, argv, envp, false) },
+        || unsafe { real::posix_spawn(pid, p, fa, at, argv, envp) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn posix_spawnp(
@@ -1137,22 +1638,33 @@ pub unsafe extern "C" fn posix_spawnp(
     envp: *const *mut c_char,
 ) -> c_int {
     // SAFETY: as for posix_spawn.
-    run(|| unsafe { spawn::posix_spawn(pid, f, fa, at, argv, envp, true) }, || unsafe { real::posix_spawnp(pid, f, fa, at, argv, envp) })
+    run(
+        || unsafe { spawn::posix_spawn(pid, f, fa, at, argv, envp, true) },
+        || unsafe { real::posix_spawnp(pid, f, fa, at, argv, envp) },
+    )
 }
 #[no_mangle]
-pub unsafe extern "C" fn posix_spawn_file_actions_init(fa: *mut libc::posix_spawn_file_actions_t) -> c_int {
+pub unsafe extern "C" fn posix_spawn_file_actions_init(
+    fa: *mut libc::posix_spawn_file_actions_t,
+) -> c_int {
     spawn::forget(fa);
     // SAFETY: the application's argument, unchanged.
     unsafe { real::posix_spawn_file_actions_init(fa) }
 }
 #[no_mangle]
-pub unsafe extern "C" fn posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int {
+pub unsafe extern "C" fn posix_spawn_file_actions_destroy(
+    fa: *mut libc::posix_spawn_file_actions_t,
+) -> c_int {
     spawn::forget(fa);
     // SAFETY: the application's argument, unchanged.
     unsafe { real::posix_spawn_file_actions_destroy(fa) }
 }
 #[no_mangle]
-pub unsafe extern "C" fn posix_spawn_file_actions_adddup2(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, new: c_int) -> c_int {
+pub unsafe extern "C" fn posix_spawn_file_actions_adddup2(
+    fa: *mut libc::posix_spawn_file_actions_t,
+    fd: c_int,
+    new: c_int,
+) -> c_int {
     // SAFETY: the application's arguments, unchanged.
     let r = unsafe { real::posix_spawn_file_actions_adddup2(fa, fd, new) };
     if r == 0 {
@@ -1161,7 +1673,10 @@ pub unsafe extern "C" fn posix_spawn_file_actions_adddup2(fa: *mut libc::posix_s
     r
 }
 #[no_mangle]
-pub unsafe extern "C" fn posix_spawn_file_actions_addclose(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int) -> c_int {
+pub unsafe extern "C" fn posix_spawn_file_actions_addclose(
+    fa: *mut libc::posix_spawn_file_actions_t,
+    fd: c_int,
+) -> c_int {
     // SAFETY: the application's arguments, unchanged.
     let r = unsafe { real::posix_spawn_file_actions_addclose(fa, fd) };
     if r == 0 {
@@ -1188,16 +1703,25 @@ pub unsafe extern "C" fn posix_spawn_file_actions_addopen(
 pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
     // SAFETY: the application's command string, to the operation and to the
     // real function.
-    run(|| unsafe { spawn::system(cmd) }, || unsafe { real::system(cmd) })
+    run(
+        || unsafe { spawn::system(cmd) },
+        || unsafe { real::system(cmd) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn popen(cmd: *const c_char, m: *const c_char) -> *mut FILE {
     // SAFETY: the application's strings, to the operation and the real function.
-    run(|| unsafe { spawn::popen(cmd, m) }, || unsafe { real::popen(cmd, m) })
+    run(
+        || unsafe { spawn::popen(cmd, m) },
+        || unsafe { real::popen(cmd, m) },
+    )
 }
 #[no_mangle]
 pub unsafe extern "C" fn pclose(f: *mut FILE) -> c_int {
     // SAFETY: the application's stream, to the operation (which only
     // compares its address unless it made it) and the real function.
-    run(|| unsafe { spawn::pclose(f) }, || unsafe { real::pclose(f) })
+    run(
+        || unsafe { spawn::pclose(f) },
+        || unsafe { real::pclose(f) },
+    )
 }

@@ -95,7 +95,11 @@ pub fn open_seal(p: &str, flags: c_int, mode: u32) -> Result<c_int, Errno> {
         if perm::applies_to(uid) {
             perm::may_open(c, p, flags, uid, gid)?;
         }
-        let mode = if flags & libc::O_CREAT != 0 { mode & 0o7777 & !umask() } else { 0 };
+        let mode = if flags & libc::O_CREAT != 0 {
+            mode & 0o7777 & !umask()
+        } else {
+            0
+        };
         c.open_resolved(p, flags, mode, uid, gid)?
     };
     let cloexec = flags & libc::O_CLOEXEC;
@@ -104,7 +108,8 @@ pub fn open_seal(p: &str, flags: c_int, mode: u32) -> Result<c_int, Errno> {
     if kfd < 0 {
         return Err(errno());
     }
-    let keep = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_CLOEXEC);
+    let keep =
+        flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_CLOEXEC);
     let of = OpenFile::new(rp, ino.attr.kind, ino.attr.ino, keep, Pos::new(0));
     if !fdtable::insert(kfd, Arc::new(of)) {
         // SAFETY: closing the fd we just opened.
@@ -290,7 +295,9 @@ pub unsafe fn readv(fd: c_int, iov: *const libc::iovec, cnt: c_int, at: Option<i
             }
             let k = x.iov_len.min(n - done);
             // SAFETY: each iovec is valid for iov_len bytes (caller).
-            unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr().add(done), x.iov_base.cast::<u8>(), k) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(tmp.as_ptr().add(done), x.iov_base.cast::<u8>(), k)
+            };
             done += k;
         }
         Ok(n as isize)
@@ -307,7 +314,9 @@ pub unsafe fn writev(fd: c_int, iov: *const libc::iovec, cnt: c_int, at: Option<
         for x in v {
             if x.iov_len > 0 {
                 // SAFETY: each iovec is valid for iov_len bytes (caller).
-                tmp.extend_from_slice(unsafe { std::slice::from_raw_parts(x.iov_base.cast::<u8>(), x.iov_len) });
+                tmp.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(x.iov_base.cast::<u8>(), x.iov_len)
+                });
             }
         }
         write_file(&f, &tmp, at.map(|o| o as u64)).map(|n| n as isize)
@@ -479,7 +488,13 @@ fn io_write_all(fd: c_int, mut data: &[u8], mut at: Option<i64>) -> Result<(), E
 ///
 /// # Safety
 /// `off_in`/`off_out` are null or valid.
-pub unsafe fn copy_range(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out: *mut i64, len: usize) -> Op<isize> {
+pub unsafe fn copy_range(
+    fd_in: c_int,
+    off_in: *mut i64,
+    fd_out: c_int,
+    off_out: *mut i64,
+    len: usize,
+) -> Op<isize> {
     if fdtable::get(fd_in).is_none() && fdtable::get(fd_out).is_none() {
         return None;
     }
@@ -489,9 +504,17 @@ pub unsafe fn copy_range(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out:
         while total < len {
             let want = (len - total).min(buf.len());
             // SAFETY: the offset pointers are null or valid (caller).
-            let ai = if off_in.is_null() { None } else { Some(unsafe { *off_in }) };
+            let ai = if off_in.is_null() {
+                None
+            } else {
+                Some(unsafe { *off_in })
+            };
             // SAFETY: as above.
-            let ao = if off_out.is_null() { None } else { Some(unsafe { *off_out }) };
+            let ao = if off_out.is_null() {
+                None
+            } else {
+                Some(unsafe { *off_out })
+            };
             let n = match io_read(fd_in, &mut buf[..want], ai) {
                 Ok(n) => n,
                 Err(e) if total == 0 => return Err(e),
@@ -592,7 +615,12 @@ fn stat_target(t: &Target) -> Result<Inode, Errno> {
 
 /// # Safety
 /// `p` is a C string, `st` a writable `struct stat`.
-pub unsafe fn stat_at(dirfd: c_int, p: *const c_char, st: *mut libc::stat, flags: c_int) -> Op<c_int> {
+pub unsafe fn stat_at(
+    dirfd: c_int,
+    p: *const c_char,
+    st: *mut libc::stat,
+    flags: c_int,
+) -> Op<c_int> {
     // SAFETY: forwarded caller guarantees.
     let t = match unsafe { target(dirfd, p, flags) }? {
         Ok(t) => t,
@@ -612,7 +640,12 @@ pub unsafe fn stat_at(dirfd: c_int, p: *const c_char, st: *mut libc::stat, flags
 
 /// # Safety
 /// `p` is a C string, `sx` a writable `struct statx`.
-pub unsafe fn statx(dirfd: c_int, p: *const c_char, flags: c_int, sx: *mut libc::statx) -> Op<c_int> {
+pub unsafe fn statx(
+    dirfd: c_int,
+    p: *const c_char,
+    flags: c_int,
+    sx: *mut libc::statx,
+) -> Op<c_int> {
     // SAFETY: forwarded caller guarantees.
     let t = match unsafe { target(dirfd, p, flags) }? {
         Ok(t) => t,
@@ -696,12 +729,24 @@ pub unsafe fn chmod_at(dirfd: c_int, p: *const c_char, mode: u32, flags: c_int) 
         Ok(t) => t,
         Err(e) => return Some(Err(e)),
     };
-    Some(setattr_target(t, SetAttr { mode: Some(mode & 0o7777), ..Default::default() }))
+    Some(setattr_target(
+        t,
+        SetAttr {
+            mode: Some(mode & 0o7777),
+            ..Default::default()
+        },
+    ))
 }
 
 pub fn fchmod(fd: c_int, mode: u32) -> Op<c_int> {
     let f = file!(fd);
-    Some(setattr_target(Target::Fd(f), SetAttr { mode: Some(mode & 0o7777), ..Default::default() }))
+    Some(setattr_target(
+        Target::Fd(f),
+        SetAttr {
+            mode: Some(mode & 0o7777),
+            ..Default::default()
+        },
+    ))
 }
 
 fn owner(uid: u32, gid: u32) -> SetAttr {
@@ -714,7 +759,13 @@ fn owner(uid: u32, gid: u32) -> SetAttr {
 
 /// # Safety
 /// `p` is a C string.
-pub unsafe fn chown_at(dirfd: c_int, p: *const c_char, uid: u32, gid: u32, flags: c_int) -> Op<c_int> {
+pub unsafe fn chown_at(
+    dirfd: c_int,
+    p: *const c_char,
+    uid: u32,
+    gid: u32,
+    flags: c_int,
+) -> Op<c_int> {
     // SAFETY: forwarded caller guarantees.
     let t = match unsafe { target(dirfd, p, flags) }? {
         Ok(t) => t,
@@ -738,25 +789,41 @@ fn time_of(t: &libc::timespec) -> Result<Option<TimeSet>, Errno> {
     if !(0..1_000_000_000).contains(&t.tv_nsec) {
         return Err(Errno::EINVAL);
     }
-    Ok(Some(TimeSet::At(Timespec { sec: t.tv_sec, nsec: t.tv_nsec as u32 })))
+    Ok(Some(TimeSet::At(Timespec {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec as u32,
+    })))
 }
 
 /// # Safety
 /// `ts` is null or two timespecs.
 unsafe fn times(ts: *const libc::timespec) -> Result<SetAttr, Errno> {
     if ts.is_null() {
-        return Ok(SetAttr { atime: Some(TimeSet::Now), mtime: Some(TimeSet::Now), ..Default::default() });
+        return Ok(SetAttr {
+            atime: Some(TimeSet::Now),
+            mtime: Some(TimeSet::Now),
+            ..Default::default()
+        });
     }
     // SAFETY: caller guarantees two timespecs.
     let (a, m) = unsafe { (&*ts, &*ts.add(1)) };
-    Ok(SetAttr { atime: time_of(a)?, mtime: time_of(m)?, ..Default::default() })
+    Ok(SetAttr {
+        atime: time_of(a)?,
+        mtime: time_of(m)?,
+        ..Default::default()
+    })
 }
 
 /// `utimensat`; `p` may be null (then `dirfd` itself, as Linux allows).
 ///
 /// # Safety
 /// `p` is null or a C string; `ts` null or two timespecs.
-pub unsafe fn utimens_at(dirfd: c_int, p: *const c_char, ts: *const libc::timespec, flags: c_int) -> Op<c_int> {
+pub unsafe fn utimens_at(
+    dirfd: c_int,
+    p: *const c_char,
+    ts: *const libc::timespec,
+    flags: c_int,
+) -> Op<c_int> {
     let t = if p.is_null() {
         Target::Fd(file!(dirfd))
     } else {
@@ -788,8 +855,14 @@ pub unsafe fn tv_to_ts(tv: *const libc::timeval) -> Option<[libc::timespec; 2]> 
     // SAFETY: caller guarantees two timevals.
     let (a, m) = unsafe { (&*tv, &*tv.add(1)) };
     Some([
-        libc::timespec { tv_sec: a.tv_sec, tv_nsec: a.tv_usec * 1000 },
-        libc::timespec { tv_sec: m.tv_sec, tv_nsec: m.tv_usec * 1000 },
+        libc::timespec {
+            tv_sec: a.tv_sec,
+            tv_nsec: a.tv_usec * 1000,
+        },
+        libc::timespec {
+            tv_sec: m.tv_sec,
+            tv_nsec: m.tv_usec * 1000,
+        },
     ])
 }
 
@@ -833,7 +906,10 @@ fn rmdir_dot_errno(raw: &[u8]) -> Option<Errno> {
 
 /// The regular files open at `p` in this process.
 fn open_files_at(p: &str) -> Vec<Arc<OpenFile>> {
-    fdtable::open_at_path(p).into_iter().filter(|f| f.kind == FileKind::File).collect()
+    fdtable::open_at_path(p)
+        .into_iter()
+        .filter(|f| f.kind == FileKind::File)
+        .collect()
 }
 
 /// If files are `open` at `p` in this process, renames `p` to a hidden name
@@ -845,7 +921,12 @@ fn hide_open(c: &Client, p: &str, open: &[Arc<OpenFile>]) -> Result<Option<Strin
     let Some(first) = open.first() else {
         return Ok(None);
     };
-    let hidden = format!("/{}{:x}-{}", fdtable::UNLINKED_PREFIX, first.ino, std::process::id());
+    let hidden = format!(
+        "/{}{:x}-{}",
+        fdtable::UNLINKED_PREFIX,
+        first.ino,
+        std::process::id()
+    );
     c.rename(p, &hidden, 0)?;
     for f in open {
         f.set_path(hidden.clone());
@@ -900,7 +981,13 @@ pub unsafe fn unlink_at(dirfd: c_int, p: *const c_char, flags: c_int) -> Op<c_in
 
 /// # Safety
 /// `a` and `b` are C strings.
-pub unsafe fn rename_at(da: c_int, a: *const c_char, db: c_int, b: *const c_char, flags: c_uint) -> Op<c_int> {
+pub unsafe fn rename_at(
+    da: c_int,
+    a: *const c_char,
+    db: c_int,
+    b: *const c_char,
+    flags: c_uint,
+) -> Op<c_int> {
     // SAFETY: forwarded caller guarantees.
     let (la, lb) = unsafe { (paths::resolve(da, a), paths::resolve(db, b)) };
     let (la, lb) = match (la, lb) {
@@ -913,7 +1000,9 @@ pub unsafe fn rename_at(da: c_int, a: *const c_char, db: c_int, b: *const c_char
             // `d/.` or `d/..` on either side: Linux refuses (EINVAL or
             // EBUSY), where normalisation would rename `d` or its parent.
             // SAFETY: `resolve` accepted both, so both are C strings.
-            let dot = |p: *const c_char| rmdir_dot_errno(unsafe { CStr::from_ptr(p) }.to_bytes()).is_some();
+            let dot = |p: *const c_char| {
+                rmdir_dot_errno(unsafe { CStr::from_ptr(p) }.to_bytes()).is_some()
+            };
             if dot(a) || dot(b) {
                 return Some(Err(Errno::EINVAL));
             }
@@ -928,8 +1017,16 @@ pub unsafe fn rename_at(da: c_int, a: *const c_char, db: c_int, b: *const c_char
                     // The source is looked up (one request) only when a
                     // file is open there: a rename whose source is missing
                     // must not move that file away.
-                    let open = if x != y && flags & libc::RENAME_NOREPLACE == 0 { open_files_at(&y) } else { Vec::new() };
-                    let hidden = if !open.is_empty() && c.lstat(&x).is_ok() { hide_open(c, &y, &open)? } else { None };
+                    let open = if x != y && flags & libc::RENAME_NOREPLACE == 0 {
+                        open_files_at(&y)
+                    } else {
+                        Vec::new()
+                    };
+                    let hidden = if !open.is_empty() && c.lstat(&x).is_ok() {
+                        hide_open(c, &y, &open)?
+                    } else {
+                        None
+                    };
                     let r = c.rename(&x, &y, flags);
                     if let (Err(_), Some(h)) = (&r, &hidden) {
                         unhide(c, &y, h, &open);
@@ -1039,7 +1136,13 @@ fn pathconf_value(kind: FileKind, name: c_int) -> Result<i64, Errno> {
         libc::_PC_PATH_MAX => libc::PATH_MAX as i64,
         // No hard links: a file has exactly one name (directories count
         // their subdirectories, as ext4 does, up to its limit).
-        libc::_PC_LINK_MAX => if kind == FileKind::Dir { 65_000 } else { 1 },
+        libc::_PC_LINK_MAX => {
+            if kind == FileKind::Dir {
+                65_000
+            } else {
+                1
+            }
+        }
         libc::_PC_PIPE_BUF => libc::PIPE_BUF as i64,
         libc::_PC_CHOWN_RESTRICTED | libc::_PC_NO_TRUNC => 1,
         libc::_PC_FILESIZEBITS => 64,
@@ -1196,7 +1299,17 @@ pub unsafe fn realpath(p: *const c_char, out: *mut c_char) -> Op<*mut c_char> {
         let (uid, gid) = ids();
         let (rp, _) = client()?.open_resolved(&p, libc::O_RDONLY, 0, uid, gid)?;
         // SAFETY: forwarded caller guarantees.
-        unsafe { c_string_out(&paths::local(&rp), out, if out.is_null() { 0 } else { libc::PATH_MAX as usize }) }
+        unsafe {
+            c_string_out(
+                &paths::local(&rp),
+                out,
+                if out.is_null() {
+                    0
+                } else {
+                    libc::PATH_MAX as usize
+                },
+            )
+        }
     })())
 }
 
@@ -1231,7 +1344,11 @@ pub fn dup3(old: c_int, new: c_int, flags: c_int, is_dup2: bool) -> Op<c_int> {
     }
     if old == new {
         if is_dup2 {
-            return Some(if f.is_some() { Ok(new) } else { Err(Errno::EBADF) });
+            return Some(if f.is_some() {
+                Ok(new)
+            } else {
+                Err(Errno::EBADF)
+            });
         }
         return Some(Err(Errno::EINVAL));
     }
@@ -1256,7 +1373,8 @@ pub fn dup3(old: c_int, new: c_int, flags: c_int, is_dup2: bool) -> Op<c_int> {
     Some(Ok(r))
 }
 
-const SETFL_MASK: c_int = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+const SETFL_MASK: c_int =
+    libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
 
 pub fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_long) -> Op<c_int> {
     let f = file!(fd);
@@ -1277,14 +1395,20 @@ pub fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_long) -> Op<c_int> {
         libc::F_GETFL => Some(Ok(f.flags.load(Ordering::Relaxed) | libc::O_LARGEFILE)),
         libc::F_SETFL => {
             let cur = f.flags.load(Ordering::Relaxed);
-            f.flags.store((cur & !SETFL_MASK) | (arg as c_int & SETFL_MASK), Ordering::Relaxed);
+            f.flags.store(
+                (cur & !SETFL_MASK) | (arg as c_int & SETFL_MASK),
+                Ordering::Relaxed,
+            );
             Some(Ok(0))
         }
         // Byte-range locks on the reserved fd would lock /dev/null for
         // every SealFS file at once; SealFS has no lock service yet.
-        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
-            Some(Err(Errno(libc::ENOLCK)))
-        }
+        libc::F_GETLK
+        | libc::F_SETLK
+        | libc::F_SETLKW
+        | libc::F_OFD_GETLK
+        | libc::F_OFD_SETLK
+        | libc::F_OFD_SETLKW => Some(Err(Errno(libc::ENOLCK))),
         libc::F_ADD_SEALS | libc::F_GET_SEALS => Some(Err(Errno::EINVAL)),
         _ => None, // F_GETFD/F_SETFD and the rest act on the kernel fd
     }

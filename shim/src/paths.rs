@@ -79,7 +79,11 @@ pub fn strip(abs: &str) -> Option<String> {
         return None;
     }
     let rest = &abs[pre.len()..];
-    Some(if rest.is_empty() { "/".to_string() } else { rest.to_string() })
+    Some(if rest.is_empty() {
+        "/".to_string()
+    } else {
+        rest.to_string()
+    })
 }
 
 /// Where a path leads.
@@ -171,7 +175,10 @@ pub fn rename_vcwd(from: &str, to: &str) {
     if let Some(c) = g.as_mut() {
         if c == from {
             *c = to.to_string();
-        } else if let Some(rest) = c.strip_prefix(from).filter(|r| r.starts_with('/') && from != "/") {
+        } else if let Some(rest) = c
+            .strip_prefix(from)
+            .filter(|r| r.starts_with('/') && from != "/")
+        {
             *c = format!("{to}{rest}");
         }
     }

@@ -221,20 +221,38 @@ mod tests {
     #[test]
     fn setattr_rules() {
         let f = inode(FileKind::File, 0o644, 1000, 1000);
-        let chmod = SetAttr { mode: Some(0o600), ..Default::default() };
+        let chmod = SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        };
         assert_eq!(may_setattr(&f, &chmod, 1000, 1000), Ok(()));
         assert_eq!(may_setattr(&f, &chmod, 2000, 2000), Err(Errno::EPERM));
-        let chown = SetAttr { uid: Some(2000), ..Default::default() };
+        let chown = SetAttr {
+            uid: Some(2000),
+            ..Default::default()
+        };
         assert_eq!(may_setattr(&f, &chown, 1000, 1000), Err(Errno::EPERM));
-        let same = SetAttr { uid: Some(1000), ..Default::default() };
+        let same = SetAttr {
+            uid: Some(1000),
+            ..Default::default()
+        };
         assert_eq!(may_setattr(&f, &same, 1000, 1000), Ok(()));
-        let at = SetAttr { mtime: Some(TimeSet::At(Timespec::default())), ..Default::default() };
+        let at = SetAttr {
+            mtime: Some(TimeSet::At(Timespec::default())),
+            ..Default::default()
+        };
         assert_eq!(may_setattr(&f, &at, 2000, 2000), Err(Errno::EPERM));
-        let now = SetAttr { mtime: Some(TimeSet::Now), ..Default::default() };
+        let now = SetAttr {
+            mtime: Some(TimeSet::Now),
+            ..Default::default()
+        };
         assert_eq!(may_setattr(&f, &now, 2000, 2000), Err(Errno::EACCES));
         let open = inode(FileKind::File, 0o666, 1000, 1000);
         assert_eq!(may_setattr(&open, &now, 2000, 2000), Ok(()));
-        let size = SetAttr { size: Some(0), ..Default::default() };
+        let size = SetAttr {
+            size: Some(0),
+            ..Default::default()
+        };
         assert_eq!(may_setattr(&f, &size, 2000, 2000), Err(Errno::EACCES));
     }
 

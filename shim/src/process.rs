@@ -27,7 +27,10 @@ fn unhex(s: &str) -> Option<String> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -121,7 +124,10 @@ pub unsafe fn exec_env(envp: *const *const c_char) -> Option<ExecEnv> {
 ///
 /// # Safety
 /// `envp` is null or a null-terminated array of C strings.
-pub unsafe fn exec_env_for(envp: *const *const c_char, files: Vec<(c_int, Arc<OpenFile>)>) -> Option<ExecEnv> {
+pub unsafe fn exec_env_for(
+    envp: *const *const c_char,
+    files: Vec<(c_int, Arc<OpenFile>)>,
+) -> Option<ExecEnv> {
     let (vars, need_memfd) = exec_vars(files);
     if vars.is_empty() {
         return None;
@@ -150,7 +156,11 @@ pub unsafe fn exec_env_for(envp: *const *const c_char, files: Vec<(c_int, Arc<Op
         // SAFETY: letting our own memfd survive the exec.
         unsafe { real::fcntl(m, libc::F_SETFD, 0) };
     }
-    Some(ExecEnv { _vars: vars, ptrs, memfd })
+    Some(ExecEnv {
+        _vars: vars,
+        ptrs,
+        memfd,
+    })
 }
 
 /// The process environment.
@@ -195,9 +205,14 @@ fn restore() {
             if f.len() != 7 {
                 continue;
             }
-            let (Ok(fd), Ok(slot), Ok(pos), Ok(flags), Ok(ino), Some(path)) =
-                (f[0].parse::<c_int>(), f[1].parse::<u32>(), f[2].parse::<u64>(), f[3].parse::<c_int>(), f[5].parse::<u64>(), unhex(f[6]))
-            else {
+            let (Ok(fd), Ok(slot), Ok(pos), Ok(flags), Ok(ino), Some(path)) = (
+                f[0].parse::<c_int>(),
+                f[1].parse::<u32>(),
+                f[2].parse::<u64>(),
+                f[3].parse::<c_int>(),
+                f[5].parse::<u64>(),
+                unhex(f[6]),
+            ) else {
                 continue;
             };
             let kind = match f[4] {
@@ -212,7 +227,8 @@ fn restore() {
                 (true, Some(s)) if slot != 0 => Pos::Shared(slot, s),
                 _ => Pos::Own(std::sync::atomic::AtomicU64::new(pos)),
             };
-            if fdtable::insert(fd, Arc::new(OpenFile::new(path, kind, ino, flags, pos))) && fd <= 2 {
+            if fdtable::insert(fd, Arc::new(OpenFile::new(path, kind, ino, flags, pos))) && fd <= 2
+            {
                 stdio::proxy_std(fd);
             }
         }

@@ -3,7 +3,9 @@
 
 #![allow(non_snake_case, clippy::too_many_arguments)]
 
-use libc::{c_char, c_int, c_long, c_uint, c_void, mode_t, off64_t, off_t, size_t, ssize_t, DIR, FILE};
+use libc::{
+    c_char, c_int, c_long, c_uint, c_void, mode_t, off64_t, off_t, size_t, ssize_t, DIR, FILE,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Resolves `name` (NUL-terminated) in the libraries after this one.
@@ -14,7 +16,10 @@ fn resolve(name: &'static str) -> usize {
     // SAFETY: `name` is a NUL-terminated literal (built by the macros below).
     let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
     if p.is_null() {
-        let msg = format!("libsealfs: cannot find the real {}\n", name.trim_end_matches('\0'));
+        let msg = format!(
+            "libsealfs: cannot find the real {}\n",
+            name.trim_end_matches('\0')
+        );
         // SAFETY: writing a valid buffer to stderr; abort never returns.
         unsafe {
             libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len());

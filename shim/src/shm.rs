@@ -16,7 +16,16 @@ static FD: AtomicI32 = AtomicI32::new(-1);
 
 fn map(fd: i32) -> Option<*mut AtomicU64> {
     // SAFETY: mapping a memfd we own (or inherited) of at least BYTES bytes.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
     (p != libc::MAP_FAILED).then_some(p.cast())
 }
 

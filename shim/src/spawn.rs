@@ -34,7 +34,12 @@ static ACTIONS: Mutex<Option<HashMap<usize, Vec<Act>>>> = parking_lot::const_mut
 static POPENS: Mutex<Option<HashMap<usize, pid_t>>> = parking_lot::const_mutex(None);
 
 fn record(fa: *mut libc::posix_spawn_file_actions_t, a: Act) {
-    ACTIONS.lock().get_or_insert_with(HashMap::new).entry(fa as usize).or_default().push(a);
+    ACTIONS
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .entry(fa as usize)
+        .or_default()
+        .push(a);
 }
 
 pub fn forget(fa: *mut libc::posix_spawn_file_actions_t) {
@@ -76,7 +81,9 @@ fn files_after(fa: *const libc::posix_spawn_file_actions_t) -> Vec<(c_int, Arc<O
                 match *a {
                     Act::Close(fd) | Act::Open(fd) => t.retain(|e| e.0 != fd),
                     // dup2(fd, fd) in a spawn clears close-on-exec (glibc >= 2.29).
-                    Act::Dup2(fd, new) if fd == new => t.iter_mut().filter(|e| e.0 == fd).for_each(|e| e.2 = false),
+                    Act::Dup2(fd, new) if fd == new => {
+                        t.iter_mut().filter(|e| e.0 == fd).for_each(|e| e.2 = false)
+                    }
                     Act::Dup2(fd, new) => {
                         let src = t.iter().find(|e| e.0 == fd).map(|e| e.1.clone());
                         t.retain(|e| e.0 != new);
@@ -88,7 +95,10 @@ fn files_after(fa: *const libc::posix_spawn_file_actions_t) -> Vec<(c_int, Arc<O
             }
         }
     }
-    t.into_iter().filter(|e| !e.2).map(|(fd, f, _)| (fd, f)).collect()
+    t.into_iter()
+        .filter(|e| !e.2)
+        .map(|(fd, f, _)| (fd, f))
+        .collect()
 }
 
 /// `posix_spawn`/`posix_spawnp` with SealFS state: the real one, with the
@@ -125,7 +135,12 @@ pub unsafe fn posix_spawn(
 }
 
 fn sh_argv(cmd: *const c_char) -> [*mut c_char; 4] {
-    [c"sh".as_ptr().cast_mut(), c"-c".as_ptr().cast_mut(), cmd.cast_mut(), std::ptr::null_mut()]
+    [
+        c"sh".as_ptr().cast_mut(),
+        c"-c".as_ptr().cast_mut(),
+        cmd.cast_mut(),
+        std::ptr::null_mut(),
+    ]
 }
 
 /// `/bin/sh -c cmd` with SealFS variables; the fd table as the child will
@@ -133,7 +148,12 @@ fn sh_argv(cmd: *const c_char) -> [*mut c_char; 4] {
 ///
 /// # Safety
 /// `cmd` is a C string; `fa`/`attr` null or initialised.
-unsafe fn spawn_sh(cmd: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, files: Vec<(c_int, Arc<OpenFile>)>) -> Result<pid_t, Errno> {
+unsafe fn spawn_sh(
+    cmd: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    files: Vec<(c_int, Arc<OpenFile>)>,
+) -> Result<pid_t, Errno> {
     let argv = sh_argv(cmd);
     let environ = process::environ_ptr();
     // SAFETY: libc's environment array.
@@ -202,7 +222,10 @@ pub unsafe fn system(cmd: *const c_char) -> Op<c_int> {
         }
         libc::posix_spawnattr_setsigdefault(&mut attr, &def);
         libc::posix_spawnattr_setsigmask(&mut attr, &omask);
-        libc::posix_spawnattr_setflags(&mut attr, (libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK) as libc::c_short);
+        libc::posix_spawnattr_setflags(
+            &mut attr,
+            (libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK) as libc::c_short,
+        );
 
         let status = match spawn_sh(cmd, std::ptr::null(), &attr, process::carried_files()) {
             Ok(pid) => wait(pid),
@@ -240,7 +263,11 @@ pub unsafe fn popen(cmd: *const c_char, mode: *const c_char) -> Op<*mut FILE> {
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Some(Err(errno()));
     }
-    let (ours, theirs, target) = if read { (p[0], p[1], 1) } else { (p[1], p[0], 0) };
+    let (ours, theirs, target) = if read {
+        (p[0], p[1], 1)
+    } else {
+        (p[1], p[0], 0)
+    };
     let close_both = || {
         // SAFETY: closing the pipe made above.
         unsafe {
@@ -280,7 +307,10 @@ pub unsafe fn popen(cmd: *const c_char, mode: *const c_char) -> Op<*mut FILE> {
         wait(pid);
         return Some(Err(e));
     }
-    POPENS.lock().get_or_insert_with(HashMap::new).insert(f as usize, pid);
+    POPENS
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(f as usize, pid);
     Some(Ok(f))
 }
 
@@ -289,9 +319,16 @@ pub unsafe fn popen(cmd: *const c_char, mode: *const c_char) -> Op<*mut FILE> {
 /// # Safety
 /// `f` is a stream.
 pub unsafe fn pclose(f: *mut FILE) -> Op<c_int> {
-    let pid = POPENS.lock().as_mut().and_then(|m| m.remove(&(f as usize)))?;
+    let pid = POPENS
+        .lock()
+        .as_mut()
+        .and_then(|m| m.remove(&(f as usize)))?;
     // SAFETY: a stream made by fdopen in `popen`.
     unsafe { libc::fclose(f) };
     let st = wait(pid);
-    Some(if st < 0 { Err(Errno(libc::ECHILD)) } else { Ok(st) })
+    Some(if st < 0 {
+        Err(Errno(libc::ECHILD))
+    } else {
+        Ok(st)
+    })
 }

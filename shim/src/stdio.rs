@@ -59,14 +59,22 @@ unsafe extern "C" fn c_read(c: *mut c_void, buf: *mut c_char, n: size_t) -> ssiz
     // SAFETY: `c` is the Cookie we gave fopencookie; `buf` holds `n` bytes.
     let fd = unsafe { &*(c as *const Cookie) }.fd;
     // SAFETY: `buf` holds `n` writable bytes (fopencookie's contract).
-    with_guard(|| unsafe { done(ops::read(fd, buf.cast(), n, None), || real::read(fd, buf.cast(), n)) })
+    with_guard(|| unsafe {
+        done(ops::read(fd, buf.cast(), n, None), || {
+            real::read(fd, buf.cast(), n)
+        })
+    })
 }
 
 unsafe extern "C" fn c_write(c: *mut c_void, buf: *const c_char, n: size_t) -> ssize_t {
     // SAFETY: as c_read.
     let fd = unsafe { &*(c as *const Cookie) }.fd;
     // SAFETY: `buf` holds `n` readable bytes (fopencookie's contract).
-    let r = with_guard(|| unsafe { done(ops::write(fd, buf.cast(), n, None), || real::write(fd, buf.cast(), n)) });
+    let r = with_guard(|| unsafe {
+        done(ops::write(fd, buf.cast(), n, None), || {
+            real::write(fd, buf.cast(), n)
+        })
+    });
     // fopencookie treats a negative return as an error, and 0 as one too.
     if r < 0 {
         -1
@@ -121,8 +129,16 @@ unsafe extern "C" fn c_close(c: *mut c_void) -> c_int {
 }
 
 fn make(fd: c_int, mode: &std::ffi::CStr) -> *mut FILE {
-    let ck = Box::into_raw(Box::new(Cookie { fd, file: AtomicUsize::new(0) }));
-    let io = CookieIo { read: Some(c_read), write: Some(c_write), seek: Some(c_seek), close: Some(c_close) };
+    let ck = Box::into_raw(Box::new(Cookie {
+        fd,
+        file: AtomicUsize::new(0),
+    }));
+    let io = CookieIo {
+        read: Some(c_read),
+        write: Some(c_write),
+        seek: Some(c_seek),
+        close: Some(c_close),
+    };
     // SAFETY: a valid cookie, mode string and callback table.
     let f = unsafe { fopencookie(ck.cast(), mode.as_ptr(), io) };
     if f.is_null() {
@@ -215,7 +231,10 @@ pub unsafe fn fdopen(fd: c_int, mode: *const c_char) -> Op<*mut FILE> {
         if (want_w && !of.writable()) || (want_r && !of.readable()) {
             return Err(Errno::EINVAL);
         }
-        let f = make(fd, cookie_mode(fl & !libc::O_APPEND | (of.flags.load(Ordering::Relaxed) & libc::O_APPEND)));
+        let f = make(
+            fd,
+            cookie_mode(fl & !libc::O_APPEND | (of.flags.load(Ordering::Relaxed) & libc::O_APPEND)),
+        );
         if f.is_null() {
             return Err(Errno::ENOMEM);
         }
@@ -236,7 +255,9 @@ fn std_var(n: c_int) -> *mut *mut FILE {
 /// Makes `stdin`/`stdout`/`stderr` (for fd `n` in 0..=2) a cookie stream
 /// that dispatches by fd number, once. Flushes the old stream first.
 pub fn proxy_std(n: c_int) {
-    let Some(slot) = usize::try_from(n).ok().and_then(|i| PROXY.get(i)) else { return };
+    let Some(slot) = usize::try_from(n).ok().and_then(|i| PROXY.get(i)) else {
+        return;
+    };
     if slot.load(Ordering::Relaxed) != 0 {
         return;
     }

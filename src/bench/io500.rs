@@ -152,7 +152,14 @@ pub fn worker(a: WorkerArgs) -> Result<(), String> {
     match a.phase.as_str() {
         "ior-easy-write" => {
             let p = a.dir.join("ior-easy").join(format!("file.{:06}", a.rank));
-            let f = io(&p, OpenOptions::new().create(true).write(true).truncate(true).open(&p))?;
+            let f = io(
+                &p,
+                OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .open(&p),
+            )?;
             let mut buf = vec![0u8; a.transfer as usize];
             while Instant::now() < deadline && w.bytes + a.transfer <= a.limit {
                 fill(&mut buf, a.rank, w.bytes);
@@ -244,7 +251,11 @@ pub fn worker(a: WorkerArgs) -> Result<(), String> {
                     "mdtest-hard-stat" => {
                         let m = io(&p, fs::metadata(&p))?;
                         if m.len() != HARD_FILE as u64 {
-                            return Err(format!("{}: size {} (expected {HARD_FILE})", p.display(), m.len()));
+                            return Err(format!(
+                                "{}: size {} (expected {HARD_FILE})",
+                                p.display(),
+                                m.len()
+                            ));
                         }
                     }
                     "mdtest-hard-read" => {
@@ -261,7 +272,10 @@ pub fn worker(a: WorkerArgs) -> Result<(), String> {
                             }
                         }
                         if n != HARD_FILE {
-                            return Err(format!("{}: read {n} bytes (expected {HARD_FILE})", p.display()));
+                            return Err(format!(
+                                "{}: read {n} bytes (expected {HARD_FILE})",
+                                p.display()
+                            ));
                         }
                         verify(&buf[..n], hard_file_id(a.rank, w.ops), 0, &mut scratch)?;
                         w.bytes += n as u64;
@@ -353,11 +367,23 @@ impl Runner {
         let mut children = Vec::new();
         for (rank, limit) in limits.iter().enumerate() {
             let child = Command::new(&self.exe)
-                .args(["bench", "io500-worker", "--phase", name, "--rank", &rank.to_string()])
+                .args([
+                    "bench",
+                    "io500-worker",
+                    "--phase",
+                    name,
+                    "--rank",
+                    &rank.to_string(),
+                ])
                 .args(["--procs", &self.a.procs.to_string(), "--dir"])
                 .arg(&self.dir)
                 .args(["--stonewall-ms", &self.a.stonewall.as_millis().to_string()])
-                .args(["--transfer", &self.a.transfer.to_string(), "--limit", &limit.to_string()])
+                .args([
+                    "--transfer",
+                    &self.a.transfer.to_string(),
+                    "--limit",
+                    &limit.to_string(),
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -368,14 +394,22 @@ impl Runner {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for (rank, c) in children.into_iter().enumerate() {
-            let o = c.wait_with_output().map_err(|e| format!("worker {rank}: {e}"))?;
+            let o = c
+                .wait_with_output()
+                .map_err(|e| format!("worker {rank}: {e}"))?;
             let stdout = String::from_utf8_lossy(&o.stdout);
             let line = stdout.lines().find(|l| l.starts_with("RESULT "));
             match (o.status.success(), line) {
                 (true, Some(l)) => {
                     let f: Vec<&str> = l.split_whitespace().collect();
-                    let num = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-                    out.push(Work { ops: num(1) as u64, bytes: num(2) as u64, secs: num(3), matched: num(4) as u64 });
+                    let num =
+                        |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+                    out.push(Work {
+                        ops: num(1) as u64,
+                        bytes: num(2) as u64,
+                        secs: num(3),
+                        matched: num(4) as u64,
+                    });
                 }
                 _ => errors.push(format!(
                     "worker {rank} of {name} failed ({}): {}",
@@ -402,7 +436,12 @@ fn summarize(name: &'static str, w: &[Work]) -> PhaseResult {
     } else {
         ops as f64 / secs / 1000.0
     };
-    PhaseResult { name, value, ops, secs }
+    PhaseResult {
+        name,
+        value,
+        ops,
+        secs,
+    }
 }
 
 /// Geometric mean of positive values (0 if any is 0).
@@ -419,21 +458,46 @@ pub fn run(a: Io500Args) -> Result<(), String> {
         return Err("--procs must be ≥ 1 and --transfer between 1 byte and 64M".into());
     }
     let results = run_phases(&a)?;
-    let bw = geomean(&results.iter().filter(|r| r.is_bw()).map(|r| r.value).collect::<Vec<_>>());
-    let md = geomean(&results.iter().filter(|r| !r.is_bw()).map(|r| r.value).collect::<Vec<_>>());
+    let bw = geomean(
+        &results
+            .iter()
+            .filter(|r| r.is_bw())
+            .map(|r| r.value)
+            .collect::<Vec<_>>(),
+    );
+    let md = geomean(
+        &results
+            .iter()
+            .filter(|r| !r.is_bw())
+            .map(|r| r.value)
+            .collect::<Vec<_>>(),
+    );
     let total = (bw * md).sqrt();
-    println!("{:<22} {:>12} {:>8} {:>12} {:>9}", "phase", "value", "unit", "ops", "time s");
+    println!(
+        "{:<22} {:>12} {:>8} {:>12} {:>9}",
+        "phase", "value", "unit", "ops", "time s"
+    );
     for r in &results {
         let unit = if r.is_bw() { "GiB/s" } else { "kIOPS" };
-        println!("{:<22} {:>12.4} {:>8} {:>12} {:>9.3}", r.name, r.value, unit, r.ops, r.secs);
+        println!(
+            "{:<22} {:>12.4} {:>8} {:>12} {:>9.3}",
+            r.name, r.value, unit, r.ops, r.secs
+        );
     }
     println!("[SCORE] bandwidth {bw:.4} GiB/s : iops {md:.4} kiops : total {total:.4}");
     if let Some(out) = &a.out {
         let mut s = String::new();
         for r in &results {
-            s.push_str(&format!("{}\t{}\t{}\n", r.name, r.value, if r.is_bw() { "GiB/s" } else { "kIOPS" }));
+            s.push_str(&format!(
+                "{}\t{}\t{}\n",
+                r.name,
+                r.value,
+                if r.is_bw() { "GiB/s" } else { "kIOPS" }
+            ));
         }
-        s.push_str(&format!("score-bandwidth\t{bw}\tGiB/s\nscore-iops\t{md}\tkIOPS\nscore-total\t{total}\t-\n"));
+        s.push_str(&format!(
+            "score-bandwidth\t{bw}\tGiB/s\nscore-iops\t{md}\tkIOPS\nscore-total\t{total}\t-\n"
+        ));
         let mut f = io(out, File::create(out))?;
         io(out, f.write_all(s.as_bytes()))?;
     }
@@ -450,7 +514,11 @@ pub fn run_phases(a: &Io500Args) -> Result<Vec<PhaseResult>, String> {
     }
     let hard = dir.join("ior-hard").join("file");
     io(&hard, File::create(&hard))?;
-    let r = Runner { a: a.clone(), dir: dir.clone(), exe };
+    let r = Runner {
+        a: a.clone(),
+        dir: dir.clone(),
+        exe,
+    };
     let n = a.procs;
     let cap = |c: u64| vec![c; n];
     let counts = |w: &[Work]| w.iter().map(|x| x.ops).collect::<Vec<u64>>();
@@ -459,7 +527,12 @@ pub fn run_phases(a: &Io500Args) -> Result<Vec<PhaseResult>, String> {
     let mut step = |name: &'static str, limits: &[u64]| -> Result<Vec<Work>, String> {
         let w = r.phase(name, limits)?;
         let s = summarize(name, &w);
-        eprintln!("{:<22} {:>10.4} {}", s.name, s.value, if s.is_bw() { "GiB/s" } else { "kIOPS" });
+        eprintln!(
+            "{:<22} {:>10.4} {}",
+            s.name,
+            s.value,
+            if s.is_bw() { "GiB/s" } else { "kIOPS" }
+        );
         res.push(s);
         Ok(w)
     };
@@ -471,7 +544,11 @@ pub fn run_phases(a: &Io500Args) -> Result<Vec<PhaseResult>, String> {
     let expect: u64 = mdh
         .iter()
         .enumerate()
-        .map(|(rank, w)| (0..w.ops).filter(|i| format!("file.{rank}.{i}").contains("01")).count() as u64)
+        .map(|(rank, w)| {
+            (0..w.ops)
+                .filter(|i| format!("file.{rank}.{i}").contains("01"))
+                .count() as u64
+        })
         .sum();
     let got: u64 = found.iter().map(|w| w.matched).sum();
     if got != expect {
@@ -500,8 +577,14 @@ mod tests {
         fill(&mut a, 3, 13);
         let mut s = Vec::new();
         assert!(verify(&a, 3, 13, &mut s).is_ok());
-        assert!(verify(&a, 4, 13, &mut s).is_err(), "another file's pattern differs");
-        assert!(verify(&a, 3, 21, &mut s).is_err(), "another offset's pattern differs");
+        assert!(
+            verify(&a, 4, 13, &mut s).is_err(),
+            "another file's pattern differs"
+        );
+        assert!(
+            verify(&a, 3, 21, &mut s).is_err(),
+            "another offset's pattern differs"
+        );
         // a piece of a larger fill equals the fill at that offset
         let mut big = vec![0u8; 64];
         fill(&mut big, 9, 0);
@@ -517,13 +600,18 @@ mod tests {
     #[test]
     fn hard_offsets_interleave() {
         let n = 3;
-        let mut offs: Vec<u64> = (0..4).flat_map(|i| (0..n).map(move |p| hard_offset(i, n, p))).collect();
+        let mut offs: Vec<u64> = (0..4)
+            .flat_map(|i| (0..n).map(move |p| hard_offset(i, n, p)))
+            .collect();
         let sorted = {
             let mut s = offs.clone();
             s.sort();
             s
         };
-        assert_eq!(offs, sorted, "segment i of every process comes before segment i+1");
+        assert_eq!(
+            offs, sorted,
+            "segment i of every process comes before segment i+1"
+        );
         offs.dedup();
         assert_eq!(offs.len(), 12);
         assert_eq!(hard_offset(1, 3, 2), 5 * HARD_XFER);

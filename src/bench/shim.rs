@@ -80,7 +80,13 @@ impl Lat {
         let p99 = self.0.get((n * 99 / 100).min(n - 1)).copied().unwrap_or(0);
         let total: u64 = self.0.iter().sum();
         let ops = self.0.len() as f64 / (total as f64 / 1e9).max(1e-12);
-        format!("RESULT {name} {} {:.2} {:.2} {:.0}", self.0.len(), med as f64 / 1e3, p99 as f64 / 1e3, ops)
+        format!(
+            "RESULT {name} {} {:.2} {:.2} {:.0}",
+            self.0.len(),
+            med as f64 / 1e3,
+            p99 as f64 / 1e3,
+            ops
+        )
     }
 }
 
@@ -102,7 +108,10 @@ fn timed(n: usize, mut f: impl FnMut(usize) -> Result<(), String>) -> Result<Lat
 /// and `WRITE <MiB/s>`, or `STATLOOP <seconds>`.
 pub fn worker(a: ShimWorkerArgs) -> Result<(), String> {
     if let Some(d) = &a.stat_dir {
-        let files: Vec<PathBuf> = io(d, fs::read_dir(d))?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let files: Vec<PathBuf> = io(d, fs::read_dir(d))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         if files.is_empty() {
             return Err(format!("{}: no files", d.display()));
         }
@@ -111,7 +120,11 @@ pub fn worker(a: ShimWorkerArgs) -> Result<(), String> {
         for i in 0..a.stats {
             ok += usize::from(fs::symlink_metadata(&files[i % files.len()]).is_ok());
         }
-        println!("STATLOOP {:.6} {:.6} {ok}", t.elapsed().as_secs_f64(), cpu_self() - c0);
+        println!(
+            "STATLOOP {:.6} {:.6} {ok}",
+            t.elapsed().as_secs_f64(),
+            cpu_self() - c0
+        );
         return Ok(());
     }
     let dir = a.dir.ok_or("--dir or --stat-dir is required")?;
@@ -123,7 +136,13 @@ pub fn worker(a: ShimWorkerArgs) -> Result<(), String> {
     })?;
     for i in 0..a.files {
         let p = path(i);
-        io(&p, OpenOptions::new().write(true).open(&p).and_then(|mut f| f.write_all(&block)))?;
+        io(
+            &p,
+            OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .and_then(|mut f| f.write_all(&block)),
+        )?;
     }
     let stat = timed(a.files, |i| {
         let p = path(i);
@@ -150,7 +169,10 @@ pub fn worker(a: ShimWorkerArgs) -> Result<(), String> {
     }
     io(&big, f.sync_all())?;
     drop(f);
-    println!("WRITE {:.1}", a.write_mib as f64 / t.elapsed().as_secs_f64().max(1e-9));
+    println!(
+        "WRITE {:.1}",
+        a.write_mib as f64 / t.elapsed().as_secs_f64().max(1e-9)
+    );
     Ok(())
 }
 
@@ -171,7 +193,10 @@ fn cpu_self() -> f64 {
 /// every descendant it waited for), via `wait4`.
 fn timed_cpu(c: &mut Command) -> Result<(f64, f64), String> {
     let t = Instant::now();
-    let child = c.stdin(Stdio::null()).spawn().map_err(|e| format!("{c:?}: {e}"))?;
+    let child = c
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{c:?}: {e}"))?;
     let mut st: libc::c_int = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -199,7 +224,10 @@ fn parse(out: &str) -> Figures {
         let w: Vec<&str> = l.split_whitespace().collect();
         let num = |i: usize| w.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
         match w.first() {
-            Some(&"RESULT") => f.ops.push((w.get(1).unwrap_or(&"?").to_string(), num(3), num(4), num(5))),
+            Some(&"RESULT") => {
+                f.ops
+                    .push((w.get(1).unwrap_or(&"?").to_string(), num(3), num(4), num(5)))
+            }
             Some(&"WRITE") => f.write_mib_s = num(1),
             _ => {}
         }
@@ -208,9 +236,16 @@ fn parse(out: &str) -> Figures {
 }
 
 fn run_out(mut c: Command, what: &str) -> Result<String, String> {
-    let o = c.stdin(Stdio::null()).output().map_err(|e| format!("{what}: {e}"))?;
+    let o = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: {e}"))?;
     if !o.status.success() {
-        return Err(format!("{what} failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr).trim()));
+        return Err(format!(
+            "{what} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -225,10 +260,16 @@ pub fn run(a: ShimArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the sealfs binary: {e}"))?;
     let lib = match &a.lib {
         Some(l) => l.clone(),
-        None => exe.parent().map(|d| d.join("libsealfs.so")).ok_or("no binary dir")?,
+        None => exe
+            .parent()
+            .map(|d| d.join("libsealfs.so"))
+            .ok_or("no binary dir")?,
     };
     if !lib.exists() {
-        return Err(format!("{} is missing: build it with `cargo build --release -p sealfs-shim` or pass --lib", lib.display()));
+        return Err(format!(
+            "{} is missing: build it with `cargo build --release -p sealfs-shim` or pass --lib",
+            lib.display()
+        ));
     }
     let pid = std::process::id();
     let state = a.tmpfs.join(format!("sealfs-bench-shim-{pid}"));
@@ -244,19 +285,37 @@ pub fn run(a: ShimArgs) -> Result<(), String> {
             chunk_size: "1M".into(),
             heartbeat_timeout: "3s".into(),
         };
-        println!("starting 1 manager + {} servers (state on {}, sync=fsync)", a.servers, a.tmpfs.display());
+        println!(
+            "starting 1 manager + {} servers (state on {}, sync=fsync)",
+            a.servers,
+            a.tmpfs.display()
+        );
         let cl = LocalCluster::start(&up)?;
         let worker = |dir: &Path, preload: bool| -> Result<Figures, String> {
             let mut c = Command::new(&exe);
-            c.args(["bench", "shim-worker", "--files", &a.files.to_string(), "--write-mib", &a.write_mib.to_string(), "--dir"]).arg(dir);
+            c.args([
+                "bench",
+                "shim-worker",
+                "--files",
+                &a.files.to_string(),
+                "--write-mib",
+                &a.write_mib.to_string(),
+                "--dir",
+            ])
+            .arg(dir);
             if preload {
-                c.env("LD_PRELOAD", &lib).env("SEALFS_MANAGER", &cl.manager).env("SEALFS_MOUNT", PREFIX);
+                c.env("LD_PRELOAD", &lib)
+                    .env("SEALFS_MANAGER", &cl.manager)
+                    .env("SEALFS_MOUNT", PREFIX);
             }
             Ok(parse(&run_out(c, &format!("worker in {}", dir.display()))?))
         };
         // The SealFS run dir is made through the shim as well.
         let mut mk = Command::new("mkdir");
-        mk.arg(format!("{PREFIX}/run")).env("LD_PRELOAD", &lib).env("SEALFS_MANAGER", &cl.manager).env("SEALFS_MOUNT", PREFIX);
+        mk.arg(format!("{PREFIX}/run"))
+            .env("LD_PRELOAD", &lib)
+            .env("SEALFS_MANAGER", &cl.manager)
+            .env("SEALFS_MOUNT", PREFIX);
         run_out(mk, "mkdir under the prefix")?;
         io(&local_tmpfs, fs::create_dir_all(&local_tmpfs))?;
         io(&local_disk, fs::create_dir_all(&local_disk))?;
@@ -275,7 +334,12 @@ pub fn run(a: ShimArgs) -> Result<(), String> {
         );
         println!(
             "{:<18} {:>22} {:>22} {:>22} {:>10} {:>10}",
-            "operation", "SealFS med/p99 µs", "tmpfs med/p99 µs", "disk med/p99 µs", "vs tmpfs", "vs disk"
+            "operation",
+            "SealFS med/p99 µs",
+            "tmpfs med/p99 µs",
+            "disk med/p99 µs",
+            "vs tmpfs",
+            "vs disk"
         );
         for (i, (op, m, p, r)) in seal.ops.iter().enumerate() {
             let t = tmpfs.ops.get(i).cloned().unwrap_or_default();
@@ -302,35 +366,54 @@ pub fn run(a: ShimArgs) -> Result<(), String> {
 
         // Passthrough overhead on local paths.
         println!();
-        println!("passthrough overhead on local paths (median of {} runs each, alternating):", a.reps);
+        println!(
+            "passthrough overhead on local paths (median of {} runs each, alternating):",
+            a.reps
+        );
         let find = |preload: bool| -> Result<(f64, f64), String> {
             let mut c = Command::new("sh");
-            c.args(["-c", "find /usr -type f | wc -l"]).stdout(Stdio::null());
+            c.args(["-c", "find /usr -type f | wc -l"])
+                .stdout(Stdio::null());
             if preload {
-                c.env("LD_PRELOAD", &lib).env("SEALFS_MOUNT", PREFIX).env("SEALFS_MANAGER", "127.0.0.1:1");
+                c.env("LD_PRELOAD", &lib)
+                    .env("SEALFS_MOUNT", PREFIX)
+                    .env("SEALFS_MANAGER", "127.0.0.1:1");
             }
             timed_cpu(&mut c)
         };
         let statloop = |preload: bool| -> Result<(f64, f64), String> {
             let mut c = Command::new(&exe);
-            c.args(["bench", "shim-worker", "--stat-dir", "/usr/bin", "--stats", &a.stats.to_string()]);
+            c.args([
+                "bench",
+                "shim-worker",
+                "--stat-dir",
+                "/usr/bin",
+                "--stats",
+                &a.stats.to_string(),
+            ]);
             if preload {
-                c.env("LD_PRELOAD", &lib).env("SEALFS_MOUNT", PREFIX).env("SEALFS_MANAGER", "127.0.0.1:1");
+                c.env("LD_PRELOAD", &lib)
+                    .env("SEALFS_MOUNT", PREFIX)
+                    .env("SEALFS_MANAGER", "127.0.0.1:1");
             }
             let out = run_out(c, "stat loop")?;
             out.lines()
                 .find_map(|l| {
-                    let w: Vec<f64> = l.strip_prefix("STATLOOP ")?.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+                    let w: Vec<f64> = l
+                        .strip_prefix("STATLOOP ")?
+                        .split_whitespace()
+                        .filter_map(|s| s.parse().ok())
+                        .collect();
                     Some((*w.first()?, *w.get(1)?))
                 })
                 .ok_or_else(|| "stat loop printed no result".to_string())
         };
         find(false)?; // warm the page and dentry caches
-        // Each preloaded run is paired with the plain run just before it;
-        // the median of the pairs' ratios cancels slow drift of a shared
-        // machine's load better than the ratio of the two medians. CPU time
-        // (user + system, of the process tree) is what the shim can add;
-        // wall time is shown as well.
+                      // Each preloaded run is paired with the plain run just before it;
+                      // the median of the pairs' ratios cancels slow drift of a shared
+                      // machine's load better than the ratio of the two medians. CPU time
+                      // (user + system, of the process tree) is what the shim can add;
+                      // wall time is shown as well.
         let mut runs: [Vec<(f64, f64)>; 4] = Default::default();
         for _ in 0..a.reps.max(1) {
             runs[0].push(find(false)?);
@@ -338,15 +421,28 @@ pub fn run(a: ShimArgs) -> Result<(), String> {
             runs[2].push(statloop(false)?);
             runs[3].push(statloop(true)?);
         }
-        let col = |i: usize, cpu: bool| -> Vec<f64> { runs[i].iter().map(|r| if cpu { r.1 } else { r.0 }).collect() };
-        let paired = |b: &[f64], p: &[f64]| (median(b.iter().zip(p).map(|(b, p)| p / b.max(1e-12)).collect()) - 1.0) * 100.0;
+        let col = |i: usize, cpu: bool| -> Vec<f64> {
+            runs[i]
+                .iter()
+                .map(|r| if cpu { r.1 } else { r.0 })
+                .collect()
+        };
+        let paired = |b: &[f64], p: &[f64]| {
+            (median(b.iter().zip(p).map(|(b, p)| p / b.max(1e-12)).collect()) - 1.0) * 100.0
+        };
         println!(
             "{:<34} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}",
             "workload", "plain", "preloaded", "CPU plain", "CPU pre", "wall ovh", "CPU ovh"
         );
         for (name, b, p, unit, scale) in [
             ("find /usr -type f | wc -l".to_string(), 0, 1, "ms", 1e3),
-            (format!("lstat loop ({} stats, /usr/bin)", a.stats), 2, 3, "ns", 1e9 / a.stats as f64),
+            (
+                format!("lstat loop ({} stats, /usr/bin)", a.stats),
+                2,
+                3,
+                "ns",
+                1e9 / a.stats as f64,
+            ),
         ] {
             let (wb, wp, cb, cp) = (col(b, false), col(p, false), col(b, true), col(p, true));
             println!(
@@ -359,7 +455,10 @@ pub fn run(a: ShimArgs) -> Result<(), String> {
                 paired(&cb, &cp),
             );
         }
-        println!("(overheads: median over the {} pairs of preloaded/plain - 1)", a.reps.max(1));
+        println!(
+            "(overheads: median over the {} pairs of preloaded/plain - 1)",
+            a.reps.max(1)
+        );
         Ok(())
     })();
     let _ = fs::remove_dir_all(&state);
@@ -374,7 +473,9 @@ mod tests {
 
     #[test]
     fn worker_lines_parse() {
-        let f = parse("RESULT create 10 1.50 2.00 600000\nRESULT stat 10 0.5 0.9 2000000\nWRITE 1234.5\n");
+        let f = parse(
+            "RESULT create 10 1.50 2.00 600000\nRESULT stat 10 0.5 0.9 2000000\nWRITE 1234.5\n",
+        );
         assert_eq!(f.ops.len(), 2);
         assert_eq!(f.ops[0].0, "create");
         assert!((f.ops[1].3 - 2e6).abs() < 1.0);

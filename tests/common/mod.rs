@@ -52,7 +52,9 @@ pub fn pjdfstest_bin() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/opt/pjdfstest/bin"), home.join(".cargo/bin")])
         .map(|d| d.join("pjdfstest"))
@@ -72,7 +74,11 @@ pub fn run_pjdfstest_script(dir: &Path, bin: &Path, envs: &[(&str, &std::ffi::Os
     let out = c.output().expect("run pjdfstest");
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `n` consecutive free loopback ports.
@@ -238,7 +244,10 @@ impl Cluster {
                 // The temp dir goes with the panic: show the logs' ends.
                 let mut tails = String::new();
                 if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
-                    for e in rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "log")) {
+                    for e in rd
+                        .flatten()
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    {
                         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                         let last: Vec<&str> = text.lines().rev().take(8).collect();
                         tails.push_str(&format!("--- {}\n", e.path().display()));

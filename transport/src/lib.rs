@@ -103,7 +103,11 @@ pub trait Transport: Send + Sync {
     /// Sends one request without waiting for its reply, where the
     /// transport can (rings); `None` when it cannot, and the caller uses
     /// [`Transport::call`].
-    fn send(&self, _epoch: u64, _req: &Request) -> Option<Result<Box<dyn InFlight>, TransportError>> {
+    fn send(
+        &self,
+        _epoch: u64,
+        _req: &Request,
+    ) -> Option<Result<Box<dyn InFlight>, TransportError>> {
         None
     }
 }

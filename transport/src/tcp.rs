@@ -212,7 +212,6 @@ impl Transport for TcpPool {
     }
 }
 
-
 /// What a server does with one request.
 pub trait Handler: Send + Sync + 'static {
     /// Runs a request and produces its reply.

@@ -25,7 +25,11 @@ fn serve(rt: &tokio::runtime::Runtime, fabric: Option<Loopback>) -> String {
 }
 
 /// As [`serve`], with at most `max_conns` RDMA connections at once.
-fn serve_limited(rt: &tokio::runtime::Runtime, fabric: Option<Loopback>, max_conns: usize) -> String {
+fn serve_limited(
+    rt: &tokio::runtime::Runtime,
+    fabric: Option<Loopback>,
+    max_conns: usize,
+) -> String {
     rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
@@ -38,7 +42,14 @@ fn serve_limited(rt: &tokio::runtime::Runtime, fabric: Option<Loopback>, max_con
 
 /// A runtime serving RDMA on a fresh loopback fabric, and a pool connected
 /// to it with the given io timeout.
-fn connected(timeout: Duration) -> (tokio::runtime::Runtime, Loopback, String, RdmaPool<Loopback>) {
+fn connected(
+    timeout: Duration,
+) -> (
+    tokio::runtime::Runtime,
+    Loopback,
+    String,
+    RdmaPool<Loopback>,
+) {
     let rt = runtime();
     let fabric = Loopback::new();
     let addr = serve(&rt, Some(fabric.clone()));
@@ -295,7 +306,10 @@ fn connections_beyond_the_limit_are_refused_until_one_ends() {
         match RdmaPool::connect(&addr, &c, Arc::new(fabric.clone())) {
             Ok(p) => break p,
             Err(e) => {
-                assert!(t.elapsed() < Duration::from_secs(10), "slot never freed: {e}");
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "slot never freed: {e}"
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
         }

@@ -426,7 +426,10 @@ fn send_then_poll_or_wait_matches_each_reply() {
         data: vec![n as u8; n].into(),
     };
     // Polled until it arrives.
-    let mut t = pool.send(0, &req(5, 0)).expect("rings can send").expect("sent");
+    let mut t = pool
+        .send(0, &req(5, 0))
+        .expect("rings can send")
+        .expect("sent");
     let got = loop {
         if let Some(r) = t.try_reply() {
             break r;
@@ -439,7 +442,9 @@ fn send_then_poll_or_wait_matches_each_reply() {
     let mut slow = pool.send(0, &req(7, 50)).unwrap().unwrap();
     assert!(slow.try_reply().is_none());
     // Others in flight meanwhile, on rings of their own.
-    let quick: Vec<_> = (1..=4).map(|n| pool.send(0, &req(n, 0)).unwrap().unwrap()).collect();
+    let quick: Vec<_> = (1..=4)
+        .map(|n| pool.send(0, &req(n, 0)).unwrap().unwrap())
+        .collect();
     for (n, q) in (1..=4).zip(quick) {
         assert_eq!(q.wait().unwrap(), Reply::Data(vec![n as u8; n]));
     }

@@ -41,19 +41,21 @@ impl FileDataStore {
     /// Opens (creating if needed) the store under `data_dir`.
     pub fn open(data_dir: &Path, sync_each_write: bool) -> Result<Self, StoreError> {
         let chunks = data_dir.join("chunks");
-        fs::create_dir_all(&chunks).map_err(|e| StoreError::io(format!("create {}", chunks.display()), e))?;
+        fs::create_dir_all(&chunks)
+            .map_err(|e| StoreError::io(format!("create {}", chunks.display()), e))?;
         let mut dirs = HashSet::new();
         let list_err = |e| StoreError::io(format!("list {}", chunks.display()), e);
         for ent in fs::read_dir(&chunks).map_err(list_err)? {
             let ent = ent.map_err(list_err)?;
-            match ent.file_name().to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) {
+            match ent
+                .file_name()
+                .to_str()
+                .and_then(|n| u64::from_str_radix(n, 16).ok())
+            {
                 Some(ino) => {
                     dirs.insert(ino);
                 }
-                None => tracing::warn!(
-                    "{}: not a chunk directory, ignored",
-                    ent.path().display()
-                ),
+                None => tracing::warn!("{}: not a chunk directory, ignored", ent.path().display()),
             }
         }
         Ok(FileDataStore {
@@ -125,7 +127,13 @@ impl FileDataStore {
     /// Replaces the whole content of a chunk with `data` (used when a small
     /// chunk moves out of the packed log); synced, with its directories,
     /// when `durable`.
-    pub fn replace_chunk(&self, ino: u64, chunk: u64, data: &[u8], durable: bool) -> Result<(), StoreError> {
+    pub fn replace_chunk(
+        &self,
+        ino: u64,
+        chunk: u64,
+        data: &[u8],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let dir = self.ino_dir(ino);
         let created_dir = self.make_ino_dir(ino)?;
         let p = self.chunk_path(ino, chunk);
@@ -135,9 +143,11 @@ impl FileDataStore {
             .truncate(true)
             .open(&p)
             .map_err(|e| StoreError::io(format!("create {}", p.display()), e))?;
-        f.write_all_at(data, 0).map_err(|e| StoreError::io(format!("write {}", p.display()), e))?;
+        f.write_all_at(data, 0)
+            .map_err(|e| StoreError::io(format!("write {}", p.display()), e))?;
         if durable {
-            f.sync_data().map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?;
+            f.sync_data()
+                .map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?;
             sync_dir(&dir)?;
             if created_dir {
                 sync_dir(&self.chunks)?;
@@ -192,7 +202,8 @@ impl DataStore for FileDataStore {
         f.write_all_at(data, offset as u64)
             .map_err(|e| StoreError::io(format!("write {}", p.display()), e))?;
         if self.sync_each_write {
-            f.sync_data().map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?;
+            f.sync_data()
+                .map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?;
             if created_file {
                 sync_dir(&self.ino_dir(ino))?;
             }
@@ -219,11 +230,16 @@ impl DataStore for FileDataStore {
                     .write(true)
                     .open(&p)
                     .map_err(|e| StoreError::io(format!("open {}", p.display()), e))?;
-                let len = f.metadata().map_err(|e| StoreError::io(format!("stat {}", p.display()), e))?.len();
+                let len = f
+                    .metadata()
+                    .map_err(|e| StoreError::io(format!("stat {}", p.display()), e))?
+                    .len();
                 if len > keep {
-                    f.set_len(keep).map_err(|e| StoreError::io(format!("truncate {}", p.display()), e))?;
+                    f.set_len(keep)
+                        .map_err(|e| StoreError::io(format!("truncate {}", p.display()), e))?;
                     if self.sync_each_write {
-                        f.sync_all().map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?;
+                        f.sync_all()
+                            .map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?;
                     }
                 }
             }
@@ -265,14 +281,18 @@ impl DataStore for FileDataStore {
                 }
                 for (_, p) in files {
                     match File::open(&p) {
-                        Ok(f) => f.sync_data().map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?,
+                        Ok(f) => f
+                            .sync_data()
+                            .map_err(|e| StoreError::io(format!("fsync {}", p.display()), e))?,
                         // Removed by a concurrent truncate: nothing to sync.
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
                         Err(e) => return Err(StoreError::io(format!("open {}", p.display()), e)),
                     }
                 }
                 match File::open(self.ino_dir(ino)) {
-                    Ok(d) => d.sync_all().map_err(|e| StoreError::io(format!("fsync dir of {ino:016x}"), e))?,
+                    Ok(d) => d
+                        .sync_all()
+                        .map_err(|e| StoreError::io(format!("fsync dir of {ino:016x}"), e))?,
                     // Removed meanwhile (RemoveData): nothing left to sync.
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => return Err(StoreError::io(format!("open dir of {ino:016x}"), e)),
@@ -282,7 +302,8 @@ impl DataStore for FileDataStore {
             None => {
                 let d = File::open(&self.chunks)
                     .map_err(|e| StoreError::io(format!("open {}", self.chunks.display()), e))?;
-                sys::syncfs(&d).map_err(|e| StoreError::io(format!("syncfs {}", self.chunks.display()), e))
+                sys::syncfs(&d)
+                    .map_err(|e| StoreError::io(format!("syncfs {}", self.chunks.display()), e))
             }
         }
     }

@@ -135,10 +135,7 @@ impl LogMetaStore {
             let prefix = entry_prefix(dir);
             let g = dir_group(dir);
             let mut names = Names::new();
-            for (key, got) in self
-                .eng
-                .collect(|tag| tag == TAG_ENTRY, Some(g))?
-            {
+            for (key, got) in self.eng.collect(|tag| tag == TAG_ENTRY, Some(g))? {
                 if let Some(name) = key.strip_prefix(prefix.as_slice()) {
                     let name = String::from_utf8_lossy(name).into_owned();
                     let v = decode_entry(dir, &name, &got.value)?;

@@ -49,13 +49,18 @@ fn entry_key(dir: &str, name: &str) -> String {
 }
 
 fn decode_record(path: &str, bytes: &[u8]) -> Result<InodeRecord, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("inode record of {path:?}: {e}")))
+    postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("inode record of {path:?}: {e}")))
 }
 
 fn decode_entry(dir: &str, name: &str, bytes: &[u8]) -> Result<DirEntry, StoreError> {
-    let (kind, ino): EntryValue =
-        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("entry {name:?} of {dir:?}: {e}")))?;
-    Ok(DirEntry { name: name.to_string(), kind, ino })
+    let (kind, ino): EntryValue = postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("entry {name:?} of {dir:?}: {e}")))?;
+    Ok(DirEntry {
+        name: name.to_string(),
+        kind,
+        ino,
+    })
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -70,7 +75,11 @@ impl RedbMetaStore {
         let database = Database::create(&path).map_err(db)?;
         let store = RedbMetaStore {
             db: database,
-            durability: if durable { Durability::Immediate } else { Durability::None },
+            durability: if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            },
         };
         let mut txn = store.db.begin_write().map_err(db)?;
         txn.set_durability(Durability::Immediate);
@@ -97,7 +106,11 @@ impl RedbMetaStore {
         Ok(store)
     }
 
-    fn write(&self, durability: Durability, f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(db)?;
         txn.set_durability(durability);
         // An error drops (aborts) the transaction.
@@ -125,7 +138,12 @@ impl MetaStore for RedbMetaStore {
         }
     }
 
-    fn list_entries(&self, dir: &str, after: Option<&str>, limit: usize) -> Result<Vec<DirEntry>, StoreError> {
+    fn list_entries(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(ENTRIES).map_err(db)?;
         let start = match after {
@@ -133,9 +151,16 @@ impl MetaStore for RedbMetaStore {
             None => entry_key(dir, ""),
         };
         let end = format!("{dir}\x01");
-        let lo = if after.is_some() { Bound::Excluded(start.as_str()) } else { Bound::Included(start.as_str()) };
+        let lo = if after.is_some() {
+            Bound::Excluded(start.as_str())
+        } else {
+            Bound::Included(start.as_str())
+        };
         let mut out = Vec::new();
-        for item in t.range::<&str>((lo, Bound::Excluded(end.as_str()))).map_err(db)? {
+        for item in t
+            .range::<&str>((lo, Bound::Excluded(end.as_str())))
+            .map_err(db)?
+        {
             if out.len() >= limit {
                 break;
             }
@@ -159,7 +184,9 @@ impl MetaStore for RedbMetaStore {
             for op in ops {
                 match op {
                     MetaOp::PutInode(path, rec) => {
-                        inodes.insert(path.as_str(), encode(rec)?.as_slice()).map_err(db)?;
+                        inodes
+                            .insert(path.as_str(), encode(rec)?.as_slice())
+                            .map_err(db)?;
                         if rec.is_normal() {
                             unsettled.remove(path.as_str()).map_err(db)?;
                         } else {
@@ -172,7 +199,9 @@ impl MetaStore for RedbMetaStore {
                     }
                     MetaOp::PutEntry(dir, e) => {
                         let v: EntryValue = (e.kind, e.ino);
-                        entries.insert(entry_key(dir, &e.name).as_str(), encode(&v)?.as_slice()).map_err(db)?;
+                        entries
+                            .insert(entry_key(dir, &e.name).as_str(), encode(&v)?.as_slice())
+                            .map_err(db)?;
                     }
                     MetaOp::DelEntry(dir, name) => {
                         entries.remove(entry_key(dir, name).as_str()).map_err(db)?;
@@ -207,7 +236,10 @@ impl MetaStore for RedbMetaStore {
     fn ino_reserved(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(INFO).map_err(db)?;
-        Ok(t.get(KEY_INO_RESERVED).map_err(db)?.map(|g| g.value()).unwrap_or(0))
+        Ok(t.get(KEY_INO_RESERVED)
+            .map_err(db)?
+            .map(|g| g.value())
+            .unwrap_or(0))
     }
 
     fn set_ino_reserved(&self, v: u64) -> Result<(), StoreError> {

@@ -5,15 +5,33 @@ use sealfs_proto::{Attr, FileKind, Inode, Timespec};
 use std::path::Path;
 
 fn inode(ino: u64, kind: FileKind) -> Inode {
-    let t = Timespec { sec: 1_700_000_000, nsec: 5 };
+    let t = Timespec {
+        sec: 1_700_000_000,
+        nsec: 5,
+    };
     Inode {
-        attr: Attr { ino, kind, mode: 0o644, uid: 1, gid: 2, size: 0, nlink: 1, atime: t, mtime: t, ctime: t },
+        attr: Attr {
+            ino,
+            kind,
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            size: 0,
+            nlink: 1,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        },
         target: None,
     }
 }
 
 fn entry(name: &str, ino: u64) -> DirEntry {
-    DirEntry { name: name.into(), kind: FileKind::File, ino }
+    DirEntry {
+        name: name.into(),
+        kind: FileKind::File,
+        ino,
+    }
 }
 
 fn open_meta(dir: &Path) -> RedbMetaStore {
@@ -27,14 +45,20 @@ fn meta_put_get_delete_and_reopen() {
         let m = open_meta(dir.path());
         assert_eq!(m.get_inode("/a").unwrap(), None);
         let rec = InodeRecord::normal(inode(7, FileKind::File));
-        m.commit(&[MetaOp::PutInode("/a".into(), rec.clone()), MetaOp::PutEntry("/".into(), entry("a", 7))])
-            .unwrap();
+        m.commit(&[
+            MetaOp::PutInode("/a".into(), rec.clone()),
+            MetaOp::PutEntry("/".into(), entry("a", 7)),
+        ])
+        .unwrap();
         assert_eq!(m.get_inode("/a").unwrap(), Some(rec));
         assert_eq!(m.get_entry("/", "a").unwrap(), Some(entry("a", 7)));
         assert_eq!(m.get_entry("/", "b").unwrap(), None);
         m.set_ino_reserved(8192).unwrap();
         m.commit(&[
-            MetaOp::PutInode("/gone".into(), InodeRecord::normal(inode(9, FileKind::File))),
+            MetaOp::PutInode(
+                "/gone".into(),
+                InodeRecord::normal(inode(9, FileKind::File)),
+            ),
             MetaOp::DelInode("/gone".into()),
         ])
         .unwrap();
@@ -60,7 +84,10 @@ fn meta_listing_is_in_name_order_paged_and_per_directory() {
     let dir = tempfile::tempdir().unwrap();
     let m = open_meta(dir.path());
     let mut ops = Vec::new();
-    for (i, n) in ["zeta", "alpha", "Mid", "beta", "a b", "é"].iter().enumerate() {
+    for (i, n) in ["zeta", "alpha", "Mid", "beta", "a b", "é"]
+        .iter()
+        .enumerate()
+    {
         ops.push(MetaOp::PutEntry("/d".into(), entry(n, i as u64 + 10)));
     }
     // Neighbouring directories whose names share the prefix.
@@ -69,12 +96,27 @@ fn meta_listing_is_in_name_order_paged_and_per_directory() {
     ops.push(MetaOp::PutEntry("/d/sub".into(), entry("y", 3)));
     m.commit(&ops).unwrap();
 
-    let all: Vec<String> = m.list_entries("/d", None, 100).unwrap().into_iter().map(|e| e.name).collect();
+    let all: Vec<String> = m
+        .list_entries("/d", None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(all, ["Mid", "a b", "alpha", "beta", "zeta", "é"]);
-    let page: Vec<String> = m.list_entries("/d", Some("alpha"), 2).unwrap().into_iter().map(|e| e.name).collect();
+    let page: Vec<String> = m
+        .list_entries("/d", Some("alpha"), 2)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(page, ["beta", "zeta"]);
     // A cursor that is not itself an entry still works.
-    let page: Vec<String> = m.list_entries("/d", Some("b"), 10).unwrap().into_iter().map(|e| e.name).collect();
+    let page: Vec<String> = m
+        .list_entries("/d", Some("b"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(page, ["beta", "zeta", "é"]);
     assert!(m.list_entries("/d", Some("é"), 10).unwrap().is_empty());
     assert!(m.has_entries("/d").unwrap());
@@ -82,7 +124,8 @@ fn meta_listing_is_in_name_order_paged_and_per_directory() {
     assert!(!m.has_entries("/e").unwrap());
     assert_eq!(m.list_entries("/", None, 10).unwrap(), vec![entry("d", 2)]);
 
-    m.commit(&[MetaOp::DelEntry("/d/sub".into(), "y".into())]).unwrap();
+    m.commit(&[MetaOp::DelEntry("/d/sub".into(), "y".into())])
+        .unwrap();
     assert!(!m.has_entries("/d/sub").unwrap());
 }
 
@@ -93,11 +136,17 @@ fn meta_unsettled_tracks_states() {
         let m = open_meta(dir.path());
         let pending = InodeRecord {
             inode: inode(1, FileKind::File),
-            state: RecordState::Pending { parent: "/".into(), name: "p".into() },
+            state: RecordState::Pending {
+                parent: "/".into(),
+                name: "p".into(),
+            },
         };
         let unlinking = InodeRecord {
             inode: inode(2, FileKind::Dir),
-            state: RecordState::Unlinking { parent: "/".into(), name: "u".into() },
+            state: RecordState::Unlinking {
+                parent: "/".into(),
+                name: "u".into(),
+            },
         };
         m.commit(&[
             MetaOp::PutInode("/p".into(), pending.clone()),
@@ -107,10 +156,17 @@ fn meta_unsettled_tracks_states() {
         .unwrap();
         let mut u = m.unsettled().unwrap();
         u.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(u.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["/p", "/u"]);
+        assert_eq!(
+            u.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+            ["/p", "/u"]
+        );
         assert_eq!(u[0].1, pending);
         // Settling: Normal and deletion both leave the list.
-        m.commit(&[MetaOp::PutInode("/p".into(), InodeRecord::normal(inode(1, FileKind::File)))]).unwrap();
+        m.commit(&[MetaOp::PutInode(
+            "/p".into(),
+            InodeRecord::normal(inode(1, FileKind::File)),
+        )])
+        .unwrap();
     }
     let m = open_meta(dir.path());
     let u = m.unsettled().unwrap();
@@ -125,7 +181,8 @@ fn meta_unsynced_store_reopens() {
     let dir = tempfile::tempdir().unwrap();
     {
         let m = RedbMetaStore::open(dir.path(), false).unwrap();
-        m.commit(&[MetaOp::PutEntry("/".into(), entry("a", 1))]).unwrap();
+        m.commit(&[MetaOp::PutEntry("/".into(), entry("a", 1))])
+            .unwrap();
         m.flush().unwrap();
     }
     let m = RedbMetaStore::open(dir.path(), false).unwrap();
@@ -142,14 +199,23 @@ fn meta_refuses_a_second_open() {
 // ---------------- data store ----------------
 
 fn chunk_len(dir: &Path, ino: u64, chunk: u64) -> Option<u64> {
-    std::fs::metadata(dir.join("chunks").join(format!("{ino:016x}")).join(chunk.to_string())).ok().map(|m| m.len())
+    std::fs::metadata(
+        dir.join("chunks")
+            .join(format!("{ino:016x}"))
+            .join(chunk.to_string()),
+    )
+    .ok()
+    .map(|m| m.len())
 }
 
 #[test]
 fn data_write_read_sparse_and_missing() {
     let dir = tempfile::tempdir().unwrap();
     let d = FileDataStore::open(dir.path(), false).unwrap();
-    assert!(d.read(5, 0, 0, 100).unwrap().is_empty(), "missing chunk reads empty");
+    assert!(
+        d.read(5, 0, 0, 100).unwrap().is_empty(),
+        "missing chunk reads empty"
+    );
     d.write(5, 0, 10, b"hello").unwrap();
     // Hole before the data reads as zeros; short read at the end.
     let r = d.read(5, 0, 0, 100).unwrap();
@@ -236,5 +302,8 @@ fn errno_of_store_errors() {
     assert_eq!(e.errno(), sealfs_proto::Errno::ENOSPC);
     let e = StoreError::io("x", std::io::Error::other("no code"));
     assert_eq!(e.errno(), sealfs_proto::Errno::EIO);
-    assert_eq!(StoreError::Corrupt("x".into()).errno(), sealfs_proto::Errno::EIO);
+    assert_eq!(
+        StoreError::Corrupt("x".into()).errno(),
+        sealfs_proto::Errno::EIO
+    );
 }

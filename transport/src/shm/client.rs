@@ -13,8 +13,8 @@ use super::layout::{
 use super::sys::{self, Mapping};
 use super::{ring_socket_name, RingConfig};
 use crate::{ClientConfig, InFlight, Transport, TransportError};
-use std::sync::Arc;
 use parking_lot::Mutex;
+use std::sync::Arc;
 
 use sealfs_proto::{FrameKind, Reply, Request, FRAME_HEADER_LEN};
 use serde::Serialize;
@@ -203,9 +203,9 @@ impl RingConn {
         if prod == self.cq_cons {
             return Ok(None);
         }
-        let (h, reply) = self
-            .region
-            .decode_frame::<Reply>(Dir::Cq, self.cq_cons, FrameKind::Reply)?;
+        let (h, reply) =
+            self.region
+                .decode_frame::<Reply>(Dir::Cq, self.cq_cons, FrameKind::Reply)?;
         self.cq_cons += 1;
         self.region
             .control()
@@ -350,7 +350,11 @@ impl ShmInFlight {
     /// exchange ended cleanly with the expected id.
     fn finish(&mut self, r: Result<(u64, Reply), Fail>) -> Result<Reply, TransportError> {
         let Some(conn) = self.conn.take() else {
-            return Err(fail_to_error(&self.addr, &self.cfg, Fail::Proto("reply already taken".into())));
+            return Err(fail_to_error(
+                &self.addr,
+                &self.cfg,
+                Fail::Proto("reply already taken".into()),
+            ));
         };
         match r {
             Ok((id, reply)) if id == self.id => {

@@ -27,9 +27,9 @@
 //! is checked against the constants before use ([`Region::decode_frame`],
 //! [`check_cons`]); a bad one is a [`Violation`] that disconnects the peer.
 
-use sealfs_proto::frame::decode_payload;
 use super::sys::Mapping;
 use crossbeam_utils::CachePadded;
+use sealfs_proto::frame::decode_payload;
 use sealfs_proto::{FrameHeader, FrameKind, FRAME_HEADER_LEN, MAX_FRAME_LEN, PROTO_VERSION};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -239,7 +239,11 @@ impl Region {
         // SAFETY: `off..off+FRAME_HEADER_LEN` is inside the data area
         // (checked above); the header is copied once and checked as a copy.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.data_base(dir).add(off), hdr.as_mut_ptr(), FRAME_HEADER_LEN);
+            std::ptr::copy_nonoverlapping(
+                self.data_base(dir).add(off),
+                hdr.as_mut_ptr(),
+                FRAME_HEADER_LEN,
+            );
         }
         let h = FrameHeader::parse(&hdr).map_err(|e| Violation(format!("entry {idx}: {e}")))?;
         if h.kind != kind || h.id != id || h.payload_len() + FRAME_HEADER_LEN != len {
@@ -259,7 +263,10 @@ impl Region {
         // the bytes they cover and every length is checked against the
         // slice), so it garbles its own request, never our memory.
         let payload = unsafe {
-            std::slice::from_raw_parts(self.data_base(dir).add(off + FRAME_HEADER_LEN), h.payload_len())
+            std::slice::from_raw_parts(
+                self.data_base(dir).add(off + FRAME_HEADER_LEN),
+                h.payload_len(),
+            )
         };
         let msg = decode_payload::<T>(payload).map_err(|e| e.to_string());
         Ok((h, msg))

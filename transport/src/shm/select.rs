@@ -113,7 +113,9 @@ fn rdma_or_tcp(addr: &str, cfg: &ClientConfig) -> Arc<dyn Transport> {
             record(addr, Choice::Rdma);
             return t;
         }
-        Err(e) => tracing::warn!(peer = %addr, "SEALFS_TRANSPORT=rdma, but RDMA is unavailable ({e}); using TCP"),
+        Err(e) => {
+            tracing::warn!(peer = %addr, "SEALFS_TRANSPORT=rdma, but RDMA is unavailable ({e}); using TCP")
+        }
     }
     record(addr, Choice::Tcp);
     Arc::new(TcpPool::new(addr, cfg.clone()))

@@ -473,9 +473,9 @@ impl<H: Handler> Poller<H> {
             if prod == cons {
                 break;
             }
-            let (h, env) = conn
-                .region
-                .decode_frame::<Envelope>(Dir::Sq, cons, FrameKind::Request)?;
+            let (h, env) =
+                conn.region
+                    .decode_frame::<Envelope>(Dir::Sq, cons, FrameKind::Request)?;
             self.slots[i].sq_cons = cons + 1;
             c.sq_cons.store(cons + 1, Ordering::Release);
             self.dispatch(&conn, h.id, env);

@@ -184,7 +184,12 @@ fn copy_step(
         let mut live = inner.live.lock();
         for ((h, key, _), off) in keep.iter().zip(&app.offs) {
             if h.kind == KIND_PUT {
-                inner.publish_put(&mut ix, key, Slot::of_record(h, key, app.seg, *off), &mut live)?;
+                inner.publish_put(
+                    &mut ix,
+                    key,
+                    Slot::of_record(h, key, app.seg, *off),
+                    &mut live,
+                )?;
             }
         }
         Ok(())

@@ -96,7 +96,11 @@ impl Slot {
             hash: slot_hash(super::kv::key_hash(key)),
             seg,
             off,
-            len: if len <= u64::from(MAX_SLOT_LEN) { len as u32 } else { 0 },
+            len: if len <= u64::from(MAX_SLOT_LEN) {
+                len as u32
+            } else {
+                0
+            },
             group: group_bits(h.group),
             tag: h.tag.min(MAX_TAG) as u8,
         }
@@ -128,6 +132,14 @@ impl Slot {
             tag: ((meta >> 32) & 0xf) as u8,
         }
     }
+}
+
+/// What [`Index::probe`] found.
+pub enum Probe {
+    /// The key's slot.
+    Found(usize, Slot),
+    /// The key is absent; where to insert it (`None`: the table is full).
+    Absent(Option<usize>),
 }
 
 /// What the header says besides the table's shape.
@@ -371,21 +383,38 @@ impl Index {
     pub fn find(
         &self,
         hash: u32,
-        mut is_key: impl FnMut(&Slot) -> Result<bool, StoreError>,
+        is_key: impl FnMut(&Slot) -> Result<bool, StoreError>,
     ) -> Result<Option<(usize, Slot)>, StoreError> {
+        Ok(match self.probe(hash, is_key)? {
+            Probe::Found(i, s) => Some((i, s)),
+            Probe::Absent(_) => None,
+        })
+    }
+
+    /// Looks the key up; when it is absent, says where [`Index::insert_at`]
+    /// may put it (the first free slot of its probe), so an insert walks
+    /// the probe once.
+    pub fn probe(
+        &self,
+        hash: u32,
+        mut is_key: impl FnMut(&Slot) -> Result<bool, StoreError>,
+    ) -> Result<Probe, StoreError> {
         let cap = self.cap as usize;
         let mut i = self.home(hash);
+        let mut free = None;
         for _ in 0..cap {
             let pos = self.pos_word(i);
             if pos == EMPTY {
-                return Ok(None);
+                return Ok(Probe::Absent(Some(free.unwrap_or(i))));
             }
-            if pos != DELETED {
+            if pos == DELETED {
+                free.get_or_insert(i);
+            } else {
                 let meta = rd64(&self.map, Self::at(i) + 8);
                 if meta as u32 == hash {
                     let s = Slot::unpack(pos, meta);
                     if is_key(&s)? {
-                        return Ok(Some((i, s)));
+                        return Ok(Probe::Found(i, s));
                     }
                 }
             }
@@ -394,7 +423,17 @@ impl Index {
                 i = 0;
             }
         }
-        Ok(None)
+        Ok(Probe::Absent(free))
+    }
+
+    /// Puts `s` into slot `i`, which [`Index::probe`] gave for its absent
+    /// key (no index change in between).
+    pub fn insert_at(&mut self, i: usize, s: &Slot) {
+        if self.pos_word(i) == EMPTY {
+            self.used += 1;
+        }
+        self.write_slot(i, s);
+        self.live += 1;
     }
 
     /// Replaces slot `i` (found by [`Index::find`]) with `s`.
@@ -410,11 +449,7 @@ impl Index {
         for _ in 0..cap {
             let pos = self.pos_word(i);
             if pos == EMPTY || pos == DELETED {
-                if pos == EMPTY {
-                    self.used += 1;
-                }
-                self.write_slot(i, s);
-                self.live += 1;
+                self.insert_at(i, s);
                 return Ok(i);
             }
             i += 1;

@@ -14,7 +14,7 @@
 //! A key's commits never overlap (stripe locks from 1 to 3), so log order
 //! is version order, which recovery and compaction rely on.
 
-use super::index::{group_bits, slot_hash, HeaderInfo, Index, Slot, MAX_TAG};
+use super::index::{group_bits, slot_hash, HeaderInfo, Index, Probe, Slot, MAX_TAG};
 use super::log::{Log, Pos};
 use super::record::{
     self, RecHeader, FLAG_COMMIT, KIND_DEL, KIND_PUT, MAX_KEY_LEN, REC_HEADER_LEN,
@@ -160,16 +160,19 @@ impl Inner {
 
     /// The slot of `key` (index read or write guard given).
     pub(crate) fn find(&self, ix: &Index, key: &[u8]) -> Result<Option<(usize, Slot)>, StoreError> {
-        ix.find(slot_hash(key_hash(key)), |s| {
-            if s.len != 0 && (s.len as usize) < REC_HEADER_LEN + key.len() {
-                return Ok(false);
-            }
-            let head = self.log.read_head(s.pos(), key.len())?;
-            Ok(
-                record::decode_header(&head).is_some_and(|h| h.key_len as usize == key.len())
-                    && &head[REC_HEADER_LEN..] == key,
-            )
-        })
+        ix.find(slot_hash(key_hash(key)), |s| self.is_key(s, key))
+    }
+
+    /// Whether the record at `s` has key `key` (read in place).
+    fn is_key(&self, s: &Slot, key: &[u8]) -> Result<bool, StoreError> {
+        if s.len != 0 && (s.len as usize) < REC_HEADER_LEN + key.len() {
+            return Ok(false);
+        }
+        self.log
+            .with_bytes(s.pos(), (REC_HEADER_LEN + key.len()) as u32, |head| {
+                record::decode_header(head).is_some_and(|h| h.key_len as usize == key.len())
+                    && &head[REC_HEADER_LEN..] == key
+            })
     }
 
     /// Grows the index if `extra` more inserts would pass its load limit.
@@ -186,10 +189,15 @@ impl Inner {
         Ok(())
     }
 
-    /// The whole record a slot points at.
-    pub(crate) fn read_slot(&self, s: &Slot) -> Result<Vec<u8>, StoreError> {
+    /// Runs `f` on the whole record a slot points at, decoded in place.
+    pub(crate) fn with_record<T>(
+        &self,
+        s: &Slot,
+        f: impl FnOnce(record::Rec<'_>) -> T,
+    ) -> Result<T, StoreError> {
         let len = self.slot_len(s)?;
-        self.log.read(s.pos(), len)
+        self.log
+            .with_bytes(s.pos(), len, |buf| record::decode(buf).map(f))?
     }
 
     /// The length of the record a slot points at (from the slot, or from
@@ -198,10 +206,12 @@ impl Inner {
         if s.len != 0 {
             return Ok(s.len);
         }
-        let head = self.log.read(s.pos(), REC_HEADER_LEN as u32)?;
-        let h = record::decode_header(&head).ok_or_else(|| {
-            StoreError::Corrupt(format!("index points at no record: {:?}", s.pos()))
-        })?;
+        let h = self
+            .log
+            .with_bytes(s.pos(), REC_HEADER_LEN as u32, record::decode_header)?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("index points at no record: {:?}", s.pos()))
+            })?;
         u32::try_from(h.total_len())
             .map_err(|_| StoreError::Corrupt(format!("record too long at {:?}", s.pos())))
     }
@@ -233,12 +243,13 @@ impl Inner {
         s: Slot,
         live: &mut HashMap<u32, u64>,
     ) -> Result<(), StoreError> {
-        match self.find(ix, key)? {
-            Some((i, old)) => {
+        match ix.probe(s.hash, |x| self.is_key(x, key))? {
+            Probe::Found(i, old) => {
                 sub_live(live, old.seg, self.slot_len(&old)?);
                 ix.replace(i, &s);
             }
-            None => {
+            Probe::Absent(Some(i)) => ix.insert_at(i, &s),
+            Probe::Absent(None) => {
                 ix.insert(&s)?;
             }
         }
@@ -393,7 +404,12 @@ impl Engine {
             let mut live = inner.live.lock();
             for ((h, key, _), off) in recs.iter().zip(&app.offs) {
                 if h.kind == KIND_PUT {
-                    inner.publish_put(&mut ix, key, Slot::of_record(h, key, app.seg, *off), &mut live)?;
+                    inner.publish_put(
+                        &mut ix,
+                        key,
+                        Slot::of_record(h, key, app.seg, *off),
+                        &mut live,
+                    )?;
                 } else if let Some((i, old)) = inner.find(&ix, key)? {
                     sub_live(&mut live, old.seg, inner.slot_len(&old)?);
                     ix.remove(i);
@@ -411,17 +427,17 @@ impl Engine {
         let ix = inner.index.read();
         let mut got = None;
         let found = ix.find(slot_hash(key_hash(key)), |s| {
-            let buf = inner.read_slot(s)?;
-            let rec = record::decode(&buf)?;
-            if rec.key == key {
-                got = Some(Got {
-                    value: rec.value.to_vec(),
-                    tag: rec.h.tag,
-                });
-                Ok(true)
-            } else {
-                Ok(false)
-            }
+            inner.with_record(s, |rec| {
+                if rec.key == key {
+                    got = Some(Got {
+                        value: rec.value.to_vec(),
+                        tag: rec.h.tag,
+                    });
+                    true
+                } else {
+                    false
+                }
+            })
         })?;
         Ok(found.and(got))
     }
@@ -449,18 +465,18 @@ impl Engine {
             if !tag(u16::from(s.tag)) || group.is_some_and(|g| group_bits(g) != s.group) {
                 continue;
             }
-            let buf = inner.read_slot(&s)?;
-            let rec = record::decode(&buf)?;
-            if group.is_some_and(|g| g != rec.h.group) {
-                continue;
-            }
-            out.push((
-                rec.key.to_vec(),
-                Got {
-                    value: rec.value.to_vec(),
-                    tag: rec.h.tag,
-                },
-            ));
+            let item = inner.with_record(&s, |rec| {
+                group.is_none_or(|g| g == rec.h.group).then(|| {
+                    (
+                        rec.key.to_vec(),
+                        Got {
+                            value: rec.value.to_vec(),
+                            tag: rec.h.tag,
+                        },
+                    )
+                })
+            })?;
+            out.extend(item);
         }
         Ok(out)
     }

@@ -3,8 +3,8 @@
 //! segment header (magic, version, segment id, log id).
 //!
 //! Owns: appending commits (one `pwrite` per commit, the whole commit in one
-//! segment), reading records back (through a read-only mapping of each
-//! segment, so a lookup costs no syscall), and durability with group commit.
+//! segment), reading records back (in place, through a read-only mapping of
+//! each segment, so a lookup costs no syscall and no copy), and durability with group commit.
 //!
 //! Crash ordering: a commit is written with one `pwrite`; if the write fails
 //! (ENOSPC, EIO) the segment is cut back to its previous length, so the log
@@ -14,7 +14,6 @@
 //! directory is synced after a segment was created. Segments are only ever
 //! deleted by compaction, after their live records were copied and synced.
 
-use super::record::REC_HEADER_LEN;
 use crate::store::StoreError;
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::{Mutex, RwLock};
@@ -208,7 +207,11 @@ impl Log {
         let (id, file, len, dir_dirty) = match ids.last() {
             Some(&id) => (id, files[&id].clone(), tail_len, false),
             None => {
-                let f = Arc::new(Seg::new(create_segment(dir, 1, log_id)?, SEG_HEADER_LEN, seg_size));
+                let f = Arc::new(Seg::new(
+                    create_segment(dir, 1, log_id)?,
+                    SEG_HEADER_LEN,
+                    seg_size,
+                ));
                 files.insert(1, f.clone());
                 (1, f, SEG_HEADER_LEN, true)
             }
@@ -414,29 +417,33 @@ impl Log {
         self.sync_to(t)
     }
 
-    /// Reads `len` bytes at `pos`: a copy out of the segment's mapping
-    /// (callers only read published records, which lie below the file's
-    /// end), or a `pread` when the range is past the mapping.
-    pub fn read(&self, pos: Pos, len: u32) -> Result<Vec<u8>, StoreError> {
-        let f = self.files.read().get(&pos.seg).cloned().ok_or_else(|| {
+    /// Runs `f` on the `len` bytes at `pos`: a slice of the segment's
+    /// mapping, without a copy (or a buffer read with `pread` when the
+    /// range is past the mapping). `f` runs under the segment table's read
+    /// lock, so it must be short.
+    pub fn with_bytes<T>(
+        &self,
+        pos: Pos,
+        len: u32,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, StoreError> {
+        let files = self.files.read();
+        let seg = files.get(&pos.seg).ok_or_else(|| {
             StoreError::Corrupt(format!("index points at missing segment {}", pos.seg))
         })?;
         let (start, end) = (pos.off as usize, pos.off as usize + len as usize);
-        if end as u64 <= f.len.load(Ordering::Acquire) {
-            if let Some(b) = f.map.as_ref().and_then(|m| m.get(start..end)) {
-                return Ok(b.to_vec());
+        if end as u64 <= seg.len.load(Ordering::Acquire) {
+            if let Some(b) = seg.map.as_ref().and_then(|m| m.get(start..end)) {
+                return Ok(f(b));
             }
         }
+        let seg = seg.clone();
+        drop(files);
         let mut buf = vec![0u8; len as usize];
-        f.file
+        seg.file
             .read_exact_at(&mut buf, u64::from(pos.off))
             .map_err(|e| io(format!("read {} at {}", seg_name(pos.seg), pos.off), e))?;
-        Ok(buf)
-    }
-
-    /// Reads a record's header and key only (enough to verify a key).
-    pub fn read_head(&self, pos: Pos, key_len: usize) -> Result<Vec<u8>, StoreError> {
-        self.read(pos, (REC_HEADER_LEN + key_len) as u32)
+        Ok(f(&buf))
     }
 
     /// Ids of all segments, ascending.

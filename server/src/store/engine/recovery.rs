@@ -143,7 +143,12 @@ fn apply(
 /// in the boot that wrote it (the page cache survives a process crash; a
 /// power loss changes the boot id and the table is rebuilt from the log).
 /// The flush cost a TLB shoot-down per page on every core.
-pub fn grow(ix: &mut Index, idx_path: &Path, hdr: &HeaderInfo, extra: u64) -> Result<(), StoreError> {
+pub fn grow(
+    ix: &mut Index,
+    idx_path: &Path,
+    hdr: &HeaderInfo,
+    extra: u64,
+) -> Result<(), StoreError> {
     rehash(ix, idx_path, hdr, extra, None)
 }
 
