@@ -146,7 +146,6 @@ struct Writer {
     id: u32,
     file: Arc<Seg>,
     len: u64,
-    next_seq: u64,
     /// Start positions of commits appended but not yet published to the
     /// index (with a count): recovery replays from the smallest.
     pending: BTreeMap<u64, u32>,
@@ -174,6 +173,11 @@ pub struct Log {
     log_id: u64,
     seg_size: u64,
     writer: Mutex<Writer>,
+    /// The next commit's sequence number. Taken before the writer lock, so
+    /// commits are encoded (copied, checksummed) outside it: sequence
+    /// numbers need not follow log order (recovery applies commits in log
+    /// order and uses them only to continue numbering).
+    next_seq: AtomicU64,
     files: RwLock<BTreeMap<u32, Arc<Seg>>>,
     synced: Mutex<Pos>,
 }
@@ -224,11 +228,11 @@ impl Log {
                 id,
                 file,
                 len,
-                next_seq,
                 pending: BTreeMap::new(),
                 unsynced: Vec::new(),
                 dir_dirty,
             }),
+            next_seq: AtomicU64::new(next_seq),
             files: RwLock::new(files),
             synced: Mutex::new(Pos { seg: 0, off: 0 }),
         };
@@ -258,8 +262,7 @@ impl Log {
         frees: bool,
         encode: impl FnOnce(u64, &mut Vec<u8>) -> Vec<usize>,
     ) -> Result<Appended, StoreError> {
-        let mut w = lock_briefly(&self.writer);
-        let seq = w.next_seq;
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut buf = Vec::new();
         let rel = encode(seq, &mut buf);
         let n = buf.len() as u64;
@@ -269,6 +272,7 @@ impl Log {
                 std::io::Error::from_raw_os_error(libc::EFBIG),
             ));
         }
+        let mut w = lock_briefly(&self.writer);
         if w.len + n > self.seg_size && w.len > SEG_HEADER_LEN {
             self.roll(&mut w)?;
         }
@@ -296,7 +300,6 @@ impl Log {
         }
         w.len += n;
         w.file.len.store(w.len, Ordering::Release);
-        w.next_seq += 1;
         let start = Pos {
             seg: w.id,
             off: at as u32,
@@ -495,7 +498,7 @@ impl Log {
 
     /// The next sequence number (persisted in the index at close).
     pub fn next_seq(&self) -> u64 {
-        self.writer.lock().next_seq
+        self.next_seq.load(Ordering::Relaxed)
     }
 }
 
