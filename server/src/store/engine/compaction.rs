@@ -11,9 +11,10 @@
 //!
 //! Crash ordering: copy (append, publish the new slot) → sync the log →
 //! delete the old segment. A crash before the delete leaves both copies;
-//! the newer one wins a replay. A live record is one its key's slot points
-//! at. A tombstone is copied while any older segment exists (it may still
-//! hide an older version there), and dropped once its segment is the oldest.
+//! the newer one (a copy gets a new sequence number) wins a replay. A live
+//! record is one its key's slot points at. A tombstone is copied while
+//! another segment holds a record numbered below it (it may still hide an
+//! older version there), and dropped once none does.
 
 use super::index::Slot;
 use super::kv::Inner;
@@ -73,18 +74,36 @@ pub(crate) fn compact_all(inner: &Inner) -> Result<(), StoreError> {
 
 /// The segment to compact next, if any.
 fn pick(inner: &Inner) -> Option<u32> {
-    let tail = inner.log.tail();
-    let segs = inner.log.segments();
+    let ranges = inner.log.seq_ranges();
+    let segs: Vec<u32> = ranges.keys().copied().collect();
     let live = inner.live.lock().clone();
+    let tombs = inner.tombs.lock().clone();
+    // The two smallest first sequence numbers: the oldest record outside
+    // any one segment.
+    let mut firsts: Vec<(u64, u32)> = ranges.iter().map(|(&id, &(f, _))| (f, id)).collect();
+    firsts.sort_unstable();
     let mut total = 0u64;
     let mut total_live = 0u64;
     let mut best: Option<(f64, u32)> = None;
     for &id in &segs {
         let len = inner.log.seg_len(id);
-        let l = live.get(&id).copied().unwrap_or(0);
+        // Tombstones that must be kept (a segment elsewhere may hold an
+        // older record of their key) are live: compacting would only copy
+        // them.
+        let oldest_elsewhere = firsts
+            .iter()
+            .find(|&&(_, s)| s != id)
+            .map_or(u64::MAX, |&(f, _)| f);
+        let max_seq = ranges.get(&id).map_or(u64::MAX, |r| r.1);
+        let kept = if oldest_elsewhere > max_seq {
+            0
+        } else {
+            tombs.get(&id).copied().unwrap_or(0)
+        };
+        let l = live.get(&id).copied().unwrap_or(0) + kept;
         total += len;
         total_live += l;
-        if id == tail.seg || len <= SEG_HEADER_LEN {
+        if inner.log.is_active(id) {
             continue;
         }
         let frac = l as f64 / len as f64;
@@ -103,11 +122,20 @@ fn pick(inner: &Inner) -> Option<u32> {
 
 /// Copies the live records of segment `id` forward, then deletes it.
 fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), StoreError> {
-    if id == inner.log.tail().seg {
+    if inner.log.is_active(id) {
         return Ok(());
     }
     let buf = inner.log.read_segment(id)?;
-    let older_exists = inner.log.segments().first().is_some_and(|&f| f < id);
+    // A tombstone may hide an older version of its key in another segment
+    // as long as one holds a record numbered below it.
+    let oldest_elsewhere = inner
+        .log
+        .seq_ranges()
+        .into_iter()
+        .filter(|&(s, _)| s != id)
+        .map(|(_, (f, _))| f)
+        .min()
+        .unwrap_or(u64::MAX);
     let mut off = SEG_HEADER_LEN as usize;
     let mut step: Vec<(RecHeader, &[u8], &[u8], u32)> = Vec::new();
     let mut step_bytes = 0usize;
@@ -122,7 +150,7 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
             }
         };
         let len = rec.h.total_len();
-        if rec.h.kind == KIND_PUT || older_exists {
+        if rec.h.kind == KIND_PUT || oldest_elsewhere < rec.h.seq {
             step.push((rec.h, rec.key, rec.value, off as u32));
             step_bytes += len;
         }
@@ -142,6 +170,7 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
     inner.log.sync_all()?;
     inner.log.delete_segment(id)?;
     inner.live.lock().remove(&id);
+    inner.tombs.lock().remove(&id);
     inner.log.ensure_reserve();
     inner.compacted.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("compacted segment {id}");
@@ -179,6 +208,14 @@ fn copy_step(
         return Ok(());
     }
     let app = inner.append(&keep, true)?;
+    let tomb_bytes: u64 = keep
+        .iter()
+        .filter(|r| r.0.kind != KIND_PUT)
+        .map(|r| r.0.total_len() as u64)
+        .sum();
+    if tomb_bytes > 0 {
+        *inner.tombs.lock().entry(app.seg).or_insert(0) += tomb_bytes;
+    }
     let res = (|| {
         let mut ix = inner.index.write();
         let mut live = inner.live.lock();
@@ -194,6 +231,6 @@ fn copy_step(
         }
         Ok(())
     })();
-    inner.log.published(app.start);
+    inner.log.published(&app);
     res
 }

@@ -5,7 +5,7 @@
 //!
 //! Layout (little-endian; also in `docs/store.md`): a header page
 //! ([`IDX_HEADER_LEN`] bytes: magic, version, slot length, capacity, log
-//! id, boot id, clean flag, replay position, next sequence number, table
+//! id, boot id, clean flag, replay point, next sequence number, table
 //! CRC, header CRC), then `capacity` slots of two words:
 //! `pos u64` (segment << 32 | offset; 0 empty, all ones deleted), then
 //! `meta u64` = `hash u32 | tag u4 | group u12 | len/8 u16`. The table's
@@ -19,11 +19,11 @@
 //! never a backward shift, so a crash cannot lose another key's slot). A
 //! replace that a crash cut between the two words points at the key's old
 //! record with the new tag: it belongs to a commit at or after the header's
-//! replay position, which recovery re-applies. The header says `clean` only
+//! replay point, which recovery re-applies. The header says `clean` only
 //! after the table was flushed (`msync`) with its CRC; it is made dirty
 //! (and flushed) before the first change after open.
 
-use super::log::Pos;
+use super::log::{Pos, ReplayPoint, MAX_LANES};
 use super::record::REC_ALIGN;
 use super::sys;
 use crate::store::StoreError;
@@ -34,8 +34,9 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 /// `"SEALIDX1"`.
 pub const IDX_MAGIC: &[u8; 8] = b"SEALIDX1";
-/// Layout version of the index file (2: 16-byte slots).
-pub const IDX_VERSION: u32 = 2;
+/// Layout version of the index file (3: 16-byte slots, a replay point per
+/// log lane).
+pub const IDX_VERSION: u32 = 3;
 /// Length of the header page.
 pub const IDX_HEADER_LEN: usize = 4096;
 /// Length of a slot.
@@ -151,8 +152,9 @@ pub struct HeaderInfo {
     pub boot: u64,
     /// Flushed and closed cleanly.
     pub clean: bool,
-    /// Every commit before this position is in the table.
-    pub replay: Pos,
+    /// Which commits may be missing from the table (a replay re-applies
+    /// them).
+    pub replay: ReplayPoint,
     /// Next sequence number (meaningful when clean).
     pub next_seq: u64,
     /// CRC32C of the table (meaningful when clean).
@@ -166,10 +168,12 @@ const H_CAP: usize = 16;
 const H_LOG_ID: usize = 24;
 const H_BOOT: usize = 32;
 const H_CLEAN: usize = 40;
-const H_REPLAY: usize = 44;
+const H_REPLAY_SEQ: usize = 44;
 const H_NEXT_SEQ: usize = 52;
 const H_TABLE_CRC: usize = 60;
-const H_CRC: usize = 64;
+const H_MAX_SEG: usize = 64;
+const H_LANES: usize = 68;
+const H_CRC: usize = H_LANES + 8 * MAX_LANES;
 
 fn rd32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -267,7 +271,14 @@ impl Index {
             log_id: rd64(h, H_LOG_ID),
             boot: rd64(h, H_BOOT),
             clean: rd32(h, H_CLEAN) == 1,
-            replay: Pos::from_raw(rd64(h, H_REPLAY)),
+            replay: ReplayPoint {
+                seq: rd64(h, H_REPLAY_SEQ),
+                max_seg: rd32(h, H_MAX_SEG),
+                lanes: std::array::from_fn(|i| match rd64(h, H_LANES + 8 * i) {
+                    0 => None,
+                    p => Some(Pos::from_raw(p)),
+                }),
+            },
             next_seq: rd64(h, H_NEXT_SEQ),
             table_crc: rd32(h, H_TABLE_CRC),
         };
@@ -301,7 +312,12 @@ impl Index {
         h[H_LOG_ID..H_LOG_ID + 8].copy_from_slice(&hdr.log_id.to_le_bytes());
         h[H_BOOT..H_BOOT + 8].copy_from_slice(&hdr.boot.to_le_bytes());
         h[H_CLEAN..H_CLEAN + 4].copy_from_slice(&u32::from(hdr.clean).to_le_bytes());
-        h[H_REPLAY..H_REPLAY + 8].copy_from_slice(&hdr.replay.raw().to_le_bytes());
+        h[H_REPLAY_SEQ..H_REPLAY_SEQ + 8].copy_from_slice(&hdr.replay.seq.to_le_bytes());
+        h[H_MAX_SEG..H_MAX_SEG + 4].copy_from_slice(&hdr.replay.max_seg.to_le_bytes());
+        for (i, p) in hdr.replay.lanes.iter().enumerate() {
+            let at = H_LANES + 8 * i;
+            h[at..at + 8].copy_from_slice(&p.map_or(0, Pos::raw).to_le_bytes());
+        }
         h[H_NEXT_SEQ..H_NEXT_SEQ + 8].copy_from_slice(&hdr.next_seq.to_le_bytes());
         h[H_TABLE_CRC..H_TABLE_CRC + 4].copy_from_slice(&hdr.table_crc.to_le_bytes());
         let crc = crc32c::crc32c(&h[..H_CRC]);

@@ -15,7 +15,7 @@
 //! is version order, which recovery and compaction rely on.
 
 use super::index::{group_bits, slot_hash, HeaderInfo, Index, Probe, Slot, MAX_TAG};
-use super::log::{Log, Pos};
+use super::log::Log;
 use super::record::{
     self, RecHeader, FLAG_COMMIT, KIND_DEL, KIND_PUT, MAX_KEY_LEN, REC_HEADER_LEN,
 };
@@ -51,6 +51,10 @@ pub struct EngineOptions {
     /// Make the log durable at least this often in the background (the
     /// `fsync` sync policy's bound on what a power loss can take), or never.
     pub sync_interval: Option<Duration>,
+    /// Writers of the log, each with a segment of its own (at most
+    /// [`super::log::MAX_LANES`]): commits from several threads are written
+    /// at once.
+    pub lanes: usize,
 }
 
 impl Default for EngineOptions {
@@ -61,6 +65,7 @@ impl Default for EngineOptions {
             max_space_amp: 1.25,
             tick: Duration::from_millis(50),
             sync_interval: None,
+            lanes: 4,
         }
     }
 }
@@ -128,6 +133,9 @@ pub(crate) struct Inner {
     stripes: Box<[Mutex<()>]>,
     /// Live record bytes per segment.
     pub(crate) live: Mutex<HashMap<u32, u64>>,
+    /// Tombstone bytes per segment written since open (compaction counts
+    /// them as live while they may still hide an older record).
+    pub(crate) tombs: Mutex<HashMap<u32, u64>>,
     pub(crate) opts: EngineOptions,
     pub(crate) compacted: std::sync::atomic::AtomicU64,
 }
@@ -223,14 +231,14 @@ impl Inner {
         recs: &[(RecHeader, &[u8], &[u8])],
         frees: bool,
     ) -> Result<super::log::Appended, StoreError> {
-        self.log.append(frees, |seq, buf| {
-            let mut offs = Vec::with_capacity(recs.len());
-            for (i, (h, k, v)) in recs.iter().enumerate() {
-                offs.push(buf.len());
-                let flags = if i + 1 == recs.len() { FLAG_COMMIT } else { 0 };
-                record::encode(buf, &RecHeader { seq, flags, ..*h }, k, v);
-            }
-            offs
+        self.log.append(frees, |buf| {
+            recs.iter()
+                .enumerate()
+                .map(|(i, (h, k, v))| {
+                    let flags = if i + 1 == recs.len() { FLAG_COMMIT } else { 0 };
+                    record::encode_unsealed(buf, &RecHeader { flags, ..*h }, k, v)
+                })
+                .collect()
         })
     }
 
@@ -272,10 +280,10 @@ impl Engine {
         let log = Log::open(
             dir,
             o.log_id,
-            &o.ids,
-            o.tail_len,
+            &o.segs,
             o.next_seq,
             opts.segment_size,
+            opts.lanes,
         )?;
         let mut live = HashMap::new();
         let mut long = Vec::new();
@@ -292,6 +300,7 @@ impl Engine {
             idx_path: idx_path.to_path_buf(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             live: Mutex::new(live),
+            tombs: Mutex::new(HashMap::new()),
             opts: opts.clone(),
             compacted: Default::default(),
         });
@@ -392,8 +401,16 @@ impl Engine {
         inner.reserve(recs.len() as u64)?;
         let frees = recs.iter().all(|r| r.0.kind == KIND_DEL);
         let app = inner.append(&recs, frees)?;
+        let tomb_bytes: u64 = recs
+            .iter()
+            .filter(|r| r.0.kind == KIND_DEL)
+            .map(|r| r.0.total_len() as u64)
+            .sum();
+        if tomb_bytes > 0 {
+            *inner.tombs.lock().entry(app.seg).or_insert(0) += tomb_bytes;
+        }
         let synced = if durable {
-            inner.log.sync_to(app.end)
+            inner.log.sync_to(app.seq)
         } else {
             Ok(())
         };
@@ -417,7 +434,7 @@ impl Engine {
             }
             Ok(())
         })();
-        inner.log.published(app.start);
+        inner.log.published(&app);
         res.and(synced)
     }
 
@@ -510,7 +527,8 @@ impl Engine {
 
     /// Starts a new segment (tests).
     pub fn seal_active(&self) -> Result<(), StoreError> {
-        self.inner.log.seal_active().map(|_| ())
+        self.inner.log.seal_active();
+        Ok(())
     }
 
     /// Stops the engine as a crash would (tests): no sync, no flush, the
@@ -538,7 +556,7 @@ impl Engine {
         ix.flush()?;
         let mut hdr = inner.hdr.lock();
         hdr.clean = true;
-        hdr.replay = inner.log.tail();
+        hdr.replay = inner.log.replay_point();
         hdr.next_seq = inner.log.next_seq();
         hdr.table_crc = ix.table_crc();
         ix.write_header(&hdr);
@@ -579,7 +597,7 @@ pub(crate) fn maybe_shrink(inner: &Inner) {
 
 /// Writes the replay checkpoint into the index header (background).
 pub(crate) fn checkpoint(inner: &Inner) {
-    let p: Pos = inner.log.replay_point();
+    let p = inner.log.replay_point();
     let next_seq = inner.log.next_seq();
     let mut ix = inner.index.write();
     let mut hdr = inner.hdr.lock();

@@ -1,35 +1,50 @@
 //! The packed log: append-only segment files `{id:08}.seg` of records (see
 //! [`super::record`]), each at most `segment_size` bytes, with a 32-byte
-//! segment header (magic, version, segment id, log id).
+//! segment header (magic, version, segment id, log id, lane).
 //!
-//! Owns: appending commits (one `pwrite` per commit, the whole commit in one
-//! segment), reading records back (in place, through a read-only mapping of
-//! each segment, so a lookup costs no syscall and no copy), and durability with group commit.
+//! Owns: appending commits, reading records back (in place, through a
+//! read-only mapping of each segment, so a lookup costs no syscall and no
+//! copy), and durability with group commit.
+//!
+//! **Lanes.** The log has several writers ([`super::EngineOptions::lanes`]),
+//! each appending to a segment of its own, so that commits from several
+//! threads are written at once instead of queueing on one lock. A commit
+//! takes a free lane, gets its sequence number from a counter shared by
+//! all lanes while it holds the lane, and is written with one `pwrite`:
+//! within a lane (and across its segments, in id order) sequence numbers
+//! rise, and a key's commits never overlap (stripe locks), so sequence
+//! order is each key's version order. Recovery merges the lanes by
+//! sequence number. At open every segment is sealed; each lane starts a new
+//! segment at its first commit.
 //!
 //! Crash ordering: a commit is written with one `pwrite`; if the write fails
 //! (ENOSPC, EIO) the segment is cut back to its previous length, so the log
 //! never holds a partial commit that recovery would have to guess about.
-//! [`Log::sync_to`] makes everything up to a position durable: one thread
-//! runs `fdatasync` for every waiter behind it (group commit), and the
-//! directory is synced after a segment was created. Segments are only ever
-//! deleted by compaction, after their live records were copied and synced.
+//! [`Log::sync_to`] makes every commit up to a sequence number durable: one
+//! thread runs `fdatasync` for every waiter behind it (group commit), and
+//! the directory is synced after a segment was created. Segments are only
+//! ever deleted by compaction, after their live records were copied and
+//! synced.
 
+use super::record::{self, Unsealed, REC_HEADER_LEN};
 use crate::store::StoreError;
 use memmap2::{Mmap, MmapOptions};
-use parking_lot::{Mutex, RwLock};
-use std::collections::BTreeMap;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// `"SEALSEG1"`: the first bytes of every segment.
 pub const SEG_MAGIC: &[u8; 8] = b"SEALSEG1";
-/// Format version of segments and records.
-pub const SEG_VERSION: u32 = 1;
+/// Format version of segments and records (2: lanes, the check value).
+pub const SEG_VERSION: u32 = 2;
 /// Length of the segment header; the first record starts here.
 pub const SEG_HEADER_LEN: u64 = 32;
+/// Most lanes a log has (the index header has room for this many).
+pub const MAX_LANES: usize = 16;
 
 /// Bytes kept preallocated in `dir/reserve` and given up when a delete or
 /// compaction finds the disk full, so space can always be freed.
@@ -68,17 +83,18 @@ pub fn seg_name(id: u32) -> String {
     format!("{id:08}.seg")
 }
 
-fn seg_header(id: u32, log_id: u64) -> [u8; SEG_HEADER_LEN as usize] {
+fn seg_header(id: u32, log_id: u64, lane: u32) -> [u8; SEG_HEADER_LEN as usize] {
     let mut h = [0u8; SEG_HEADER_LEN as usize];
     h[0..8].copy_from_slice(SEG_MAGIC);
     h[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&id.to_le_bytes());
     h[16..24].copy_from_slice(&log_id.to_le_bytes());
+    h[24..28].copy_from_slice(&lane.to_le_bytes());
     h
 }
 
-/// Reads a segment header: its log id, if it is one of ours.
-pub fn check_seg_header(b: &[u8], id: u32) -> Option<u64> {
+/// Reads a segment header: its log id and lane, if it is one of ours.
+pub fn check_seg_header(b: &[u8], id: u32) -> Option<(u64, u32)> {
     if b.len() < SEG_HEADER_LEN as usize || &b[0..8] != SEG_MAGIC {
         return None;
     }
@@ -89,7 +105,8 @@ pub fn check_seg_header(b: &[u8], id: u32) -> Option<u64> {
     }
     let mut l = [0u8; 8];
     l.copy_from_slice(&b[16..24]);
-    Some(u64::from_le_bytes(l))
+    let lane = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    Some((u64::from_le_bytes(l), lane))
 }
 
 /// The ids of the segment files in `dir`, ascending.
@@ -113,17 +130,22 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, StoreError> {
 /// One open segment: its file (appends, syncs) and a read-only shared
 /// mapping of `map_len` bytes (reads of published records, no syscall).
 pub(crate) struct Seg {
+    id: u32,
     file: File,
     map: Option<Mmap>,
     /// Bytes written (and not cut back): reads through the map stay below.
     len: AtomicU64,
+    /// Sequence number of its first record (`u64::MAX` while empty).
+    first_seq: AtomicU64,
+    /// At least the sequence number of its last record.
+    max_seq: AtomicU64,
 }
 
 impl Seg {
     /// Opens the segment's mapping over `map_len` bytes (the file may still
     /// be shorter: only bytes below its length are ever read through the
-    /// map, see [`Log::read`]). A failed mapping falls back to `pread`.
-    fn new(file: File, len: u64, map_len: u64) -> Seg {
+    /// map, see [`Log::with_bytes`]). A failed mapping falls back to `pread`.
+    fn new(id: u32, file: File, len: u64, map_len: u64, seqs: (u64, u64)) -> Seg {
         let map = usize::try_from(map_len).ok().and_then(|len| {
             // SAFETY: the mapping is read-only and shared; the segment
             // files belong to this store alone, are never truncated below a
@@ -135,24 +157,27 @@ impl Seg {
             unsafe { MmapOptions::new().len(len).map(&file) }.ok()
         });
         Seg {
+            id,
             file,
             map,
             len: AtomicU64::new(len),
+            first_seq: AtomicU64::new(seqs.0),
+            max_seq: AtomicU64::new(seqs.1),
         }
     }
 }
 
-struct Writer {
-    id: u32,
-    file: Arc<Seg>,
-    len: u64,
-    /// Start positions of commits appended but not yet published to the
-    /// index (with a count): recovery replays from the smallest.
+/// One writer of the log.
+struct Lane {
+    lane: u32,
+    /// The segment it appends to (none until its first commit after open).
+    seg: Option<Arc<Seg>>,
+    /// Commits appended but not yet published to the index, by sequence
+    /// number (with a count: compaction and commits never share one).
     pending: BTreeMap<u64, u32>,
-    /// Sealed segments not yet synced.
-    unsynced: Vec<Arc<Seg>>,
-    /// A segment was created or deleted since the last directory sync.
-    dir_dirty: bool,
+    /// Commits appended since the last checkpoint (sequence number, start),
+    /// in sequence order: where a replay of this lane must start.
+    recent: VecDeque<(u64, Pos)>,
 }
 
 /// Where a commit landed.
@@ -161,10 +186,39 @@ pub struct Appended {
     pub seg: u32,
     /// Offset of each record.
     pub offs: Vec<u32>,
-    /// End of the commit (for [`Log::sync_to`]).
-    pub end: Pos,
-    /// Its start (for [`Log::published`]).
-    pub start: Pos,
+    /// Its sequence number (for [`Log::sync_to`] and [`Log::published`]).
+    pub seq: u64,
+    /// The lane that wrote it.
+    lane: usize,
+}
+
+/// What a replay after a crash must cover: every commit whose sequence
+/// number is at least `seq`, which lie in each lane from its position on
+/// and in every segment newer than `max_seg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayPoint {
+    /// Every commit below this sequence number is in the index.
+    pub seq: u64,
+    /// Segments above this id were created after the checkpoint.
+    pub max_seg: u32,
+    /// Per lane: where its commits from `seq` on start (`None`: the lane
+    /// had no segment).
+    pub lanes: [Option<Pos>; MAX_LANES],
+}
+
+/// A segment found at open: id, lane, valid length, first sequence number.
+#[derive(Clone, Copy, Debug)]
+pub struct SegInfo {
+    /// Segment id.
+    pub id: u32,
+    /// Lane that wrote it.
+    pub lane: u32,
+    /// Valid length (recovery cut any torn tail).
+    pub len: u64,
+    /// Sequence number of its first record (`u64::MAX`: none).
+    pub first_seq: u64,
+    /// At least the sequence number of its last record.
+    pub max_seq: u64,
 }
 
 /// The log of one engine.
@@ -172,69 +226,67 @@ pub struct Log {
     dir: PathBuf,
     log_id: u64,
     seg_size: u64,
-    writer: Mutex<Writer>,
-    /// The next commit's sequence number. Taken before the writer lock, so
-    /// commits are encoded (copied, checksummed) outside it: sequence
-    /// numbers need not follow log order (recovery applies commits in log
-    /// order and uses them only to continue numbering).
+    lanes: Box<[Mutex<Lane>]>,
+    /// Where the next commit starts looking for a free lane.
+    lane_hint: AtomicUsize,
+    next_seg: AtomicU32,
     next_seq: AtomicU64,
     files: RwLock<BTreeMap<u32, Arc<Seg>>>,
-    synced: Mutex<Pos>,
+    /// Sealed segments not yet synced.
+    unsynced: Mutex<Vec<Arc<Seg>>>,
+    /// A segment was created or deleted since the last directory sync.
+    dir_dirty: AtomicBool,
+    /// Every commit below this sequence number is durable.
+    synced: Mutex<u64>,
 }
 
 impl Log {
-    /// Opens the log over existing segments `ids` (ascending, all checked by
-    /// recovery, the last one cut to `tail_len`), or a new log when empty.
+    /// Opens the log over existing segments `segs` (ascending ids, checked
+    /// by recovery), all sealed, with `lanes` writers.
     pub fn open(
         dir: &Path,
         log_id: u64,
-        ids: &[u32],
-        tail_len: u64,
+        segs: &[SegInfo],
         next_seq: u64,
         seg_size: u64,
+        lanes: usize,
     ) -> Result<Log, StoreError> {
         let seg_size = seg_size.max(SEG_HEADER_LEN + 4096);
         let mut files = BTreeMap::new();
-        for &id in ids {
-            let p = dir.join(seg_name(id));
+        for s in segs {
+            let p = dir.join(seg_name(s.id));
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&p)
                 .map_err(|e| io(format!("open {}", p.display()), e))?;
-            let len = f
-                .metadata()
-                .map_err(|e| io(format!("stat {}", p.display()), e))?
-                .len();
-            files.insert(id, Arc::new(Seg::new(f, len, len.max(seg_size))));
+            files.insert(
+                s.id,
+                Arc::new(Seg::new(s.id, f, s.len, s.len, (s.first_seq, s.max_seq))),
+            );
         }
-        let (id, file, len, dir_dirty) = match ids.last() {
-            Some(&id) => (id, files[&id].clone(), tail_len, false),
-            None => {
-                let f = Arc::new(Seg::new(
-                    create_segment(dir, 1, log_id)?,
-                    SEG_HEADER_LEN,
-                    seg_size,
-                ));
-                files.insert(1, f.clone());
-                (1, f, SEG_HEADER_LEN, true)
-            }
-        };
+        let lanes = lanes.clamp(1, MAX_LANES);
         let log = Log {
             dir: dir.to_path_buf(),
             log_id,
             seg_size,
-            writer: Mutex::new(Writer {
-                id,
-                file,
-                len,
-                pending: BTreeMap::new(),
-                unsynced: Vec::new(),
-                dir_dirty,
-            }),
+            lanes: (0..lanes)
+                .map(|l| {
+                    Mutex::new(Lane {
+                        lane: l as u32,
+                        seg: None,
+                        pending: BTreeMap::new(),
+                        recent: VecDeque::new(),
+                    })
+                })
+                .collect(),
+            lane_hint: AtomicUsize::new(0),
+            next_seg: AtomicU32::new(segs.last().map_or(1, |s| s.id + 1)),
             next_seq: AtomicU64::new(next_seq),
             files: RwLock::new(files),
-            synced: Mutex::new(Pos { seg: 0, off: 0 }),
+            unsynced: Mutex::new(Vec::new()),
+            dir_dirty: AtomicBool::new(false),
+            synced: Mutex::new(0),
         };
         log.ensure_reserve();
         Ok(log)
@@ -252,19 +304,31 @@ impl Log {
         }
     }
 
-    /// Appends one commit: `encode(seq, buf)` writes its records into
-    /// `buf` and returns each record's offset within it. The commit is
-    /// registered as pending until [`Log::published`].
+    /// The first free lane (so a single writer keeps to one segment), or,
+    /// when all are taken, one of them in turn after a short spin.
+    fn take_lane(&self) -> (usize, MutexGuard<'_, Lane>) {
+        for (l, lane) in self.lanes.iter().enumerate() {
+            if let Some(g) = lane.try_lock() {
+                return (l, g);
+            }
+        }
+        let l = self.lane_hint.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        (l, lock_briefly(&self.lanes[l]))
+    }
+
+    /// Appends one commit: `encode(buf)` writes its records into `buf`
+    /// (see [`record::encode_unsealed`]); they are sealed with the commit's
+    /// sequence number under the lane. The commit is registered as pending
+    /// until [`Log::published`].
     /// `frees`: the commit only frees space (deletes, compaction), so it may
     /// use the reserve when the disk is full.
     pub fn append(
         &self,
         frees: bool,
-        encode: impl FnOnce(u64, &mut Vec<u8>) -> Vec<usize>,
+        encode: impl FnOnce(&mut Vec<u8>) -> Vec<Unsealed>,
     ) -> Result<Appended, StoreError> {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut buf = Vec::new();
-        let rel = encode(seq, &mut buf);
+        let recs = encode(&mut buf);
         let n = buf.len() as u64;
         if n + SEG_HEADER_LEN > u64::from(u32::MAX) {
             return Err(StoreError::io(
@@ -272,129 +336,158 @@ impl Log {
                 std::io::Error::from_raw_os_error(libc::EFBIG),
             ));
         }
-        let mut w = lock_briefly(&self.writer);
-        if w.len + n > self.seg_size && w.len > SEG_HEADER_LEN {
-            self.roll(&mut w)?;
+        let (li, mut lane) = self.take_lane();
+        let seg = match &lane.seg {
+            Some(s) if s.len.load(Ordering::Relaxed) + n <= self.seg_size => s.clone(),
+            Some(s) if s.len.load(Ordering::Relaxed) <= SEG_HEADER_LEN => s.clone(),
+            _ => self.roll(&mut lane)?,
+        };
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        for r in &recs {
+            record::seal(&mut buf, r, seq);
         }
-        let at = w.len;
-        if let Err(mut e) = w.file.file.write_all_at(&buf, at) {
+        let at = seg.len.load(Ordering::Relaxed);
+        if let Err(mut e) = seg.file.write_all_at(&buf, at) {
             // Never leave a partial commit behind: cut back to the old end.
-            let _ = w.file.file.set_len(at);
+            let _ = seg.file.set_len(at);
             let full = e.raw_os_error() == Some(libc::ENOSPC);
             if full && frees && fs::remove_file(self.dir.join("reserve")).is_ok() {
                 tracing::warn!(
                     "{}: disk full; using the space reserve to free space",
                     self.dir.display()
                 );
-                match w.file.file.write_all_at(&buf, at) {
+                match seg.file.write_all_at(&buf, at) {
                     Ok(()) => e = std::io::Error::from_raw_os_error(0),
                     Err(e2) => {
-                        let _ = w.file.file.set_len(at);
+                        let _ = seg.file.set_len(at);
                         e = e2;
                     }
                 }
             }
             if e.raw_os_error() != Some(0) {
-                return Err(io(format!("append to {}", seg_name(w.id)), e));
+                return Err(io(format!("append to {}", seg_name(seg.id)), e));
             }
         }
-        w.len += n;
-        w.file.len.store(w.len, Ordering::Release);
+        seg.len.store(at + n, Ordering::Release);
+        if seg.first_seq.load(Ordering::Relaxed) == u64::MAX {
+            seg.first_seq.store(seq, Ordering::Relaxed);
+        }
+        seg.max_seq.store(seq, Ordering::Relaxed);
         let start = Pos {
-            seg: w.id,
+            seg: seg.id,
             off: at as u32,
         };
-        *w.pending.entry(start.raw()).or_insert(0) += 1;
+        *lane.pending.entry(seq).or_insert(0) += 1;
+        lane.recent.push_back((seq, start));
         Ok(Appended {
-            seg: w.id,
-            offs: rel.into_iter().map(|r| (at + r as u64) as u32).collect(),
-            end: Pos {
-                seg: w.id,
-                off: w.len as u32,
-            },
-            start,
+            seg: seg.id,
+            offs: recs.iter().map(|r| (at + r.at as u64) as u32).collect(),
+            seq,
+            lane: li,
         })
     }
 
-    /// The commit starting at `start` is now in the index.
-    pub fn published(&self, start: Pos) {
-        let mut w = lock_briefly(&self.writer);
-        if let Some(c) = w.pending.get_mut(&start.raw()) {
+    /// The commit is now in the index.
+    pub fn published(&self, app: &Appended) {
+        let mut lane = lock_briefly(&self.lanes[app.lane]);
+        if let Some(c) = lane.pending.get_mut(&app.seq) {
             *c -= 1;
             if *c == 0 {
-                w.pending.remove(&start.raw());
+                lane.pending.remove(&app.seq);
             }
         }
     }
 
-    /// Everything before this position is in the index.
-    pub fn replay_point(&self) -> Pos {
-        let w = self.writer.lock();
-        match w.pending.keys().next() {
-            Some(&p) => Pos::from_raw(p),
-            None => Pos {
-                seg: w.id,
-                off: w.len as u32,
-            },
+    /// Where a replay after a crash must start, and forgets what lies
+    /// before it (the background checkpoint).
+    pub fn replay_point(&self) -> ReplayPoint {
+        // Every commit numbered below `n` was numbered and registered under
+        // its lane before this load, so the lane shows it unless published.
+        let n = self.next_seq.load(Ordering::SeqCst);
+        let mut seq = n;
+        for l in self.lanes.iter() {
+            if let Some((&s, _)) = l.lock().pending.first_key_value() {
+                seq = seq.min(s);
+            }
+        }
+        let max_seg = self.next_seg.load(Ordering::SeqCst).saturating_sub(1);
+        let mut lanes = [None; MAX_LANES];
+        for (i, l) in self.lanes.iter().enumerate() {
+            let mut l = l.lock();
+            while l.recent.front().is_some_and(|&(s, _)| s < seq) {
+                l.recent.pop_front();
+            }
+            lanes[i] = match (l.recent.front(), &l.seg) {
+                (Some(&(_, p)), _) => Some(p),
+                (None, Some(s)) => Some(Pos {
+                    seg: s.id,
+                    off: s.len.load(Ordering::Relaxed) as u32,
+                }),
+                (None, None) => None,
+            };
+        }
+        ReplayPoint {
+            seq,
+            max_seg,
+            lanes,
         }
     }
 
-    fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
-        let id = w.id + 1;
+    /// Starts a new segment for `lane` (its old one, if any, is sealed).
+    fn roll(&self, lane: &mut Lane) -> Result<Arc<Seg>, StoreError> {
+        let id = self.next_seg.fetch_add(1, Ordering::SeqCst);
         let f = Arc::new(Seg::new(
-            create_segment(&self.dir, id, self.log_id)?,
+            id,
+            create_segment(&self.dir, id, self.log_id, lane.lane)?,
             SEG_HEADER_LEN,
             self.seg_size,
+            (u64::MAX, 0),
         ));
         self.files.write().insert(id, f.clone());
-        let old = std::mem::replace(&mut w.file, f);
-        w.unsynced.push(old);
-        w.id = id;
-        w.len = SEG_HEADER_LEN;
-        w.dir_dirty = true;
-        Ok(())
-    }
-
-    /// Starts a new segment now (compaction never copies into the segment
-    /// it is emptying; tests use it to make sealed segments).
-    pub fn seal_active(&self) -> Result<u32, StoreError> {
-        let mut w = self.writer.lock();
-        if w.len > SEG_HEADER_LEN {
-            self.roll(&mut w)?;
+        if let Some(old) = lane.seg.replace(f.clone()) {
+            self.unsynced.lock().push(old);
         }
-        Ok(w.id)
+        self.dir_dirty.store(true, Ordering::SeqCst);
+        Ok(f)
     }
 
-    /// The active segment's id and length.
-    pub fn tail(&self) -> Pos {
-        let w = self.writer.lock();
-        Pos {
-            seg: w.id,
-            off: w.len as u32,
+    /// Seals every lane's segment now (compaction never copies into a
+    /// segment it is emptying; tests use it to make sealed segments).
+    pub fn seal_active(&self) {
+        for l in self.lanes.iter() {
+            let mut l = l.lock();
+            if let Some(old) = l.seg.take() {
+                self.unsynced.lock().push(old);
+            }
         }
     }
 
-    /// Makes the log durable up to `pos` (group commit: whoever syncs,
-    /// syncs everything written so far, for every waiter).
-    pub fn sync_to(&self, pos: Pos) -> Result<(), StoreError> {
+    /// Whether a lane appends to segment `id`.
+    pub fn is_active(&self, id: u32) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| l.lock().seg.as_ref().is_some_and(|s| s.id == id))
+    }
+
+    /// Makes every commit numbered up to `seq` durable (group commit:
+    /// whoever syncs, syncs everything written so far, for every waiter).
+    pub fn sync_to(&self, seq: u64) -> Result<(), StoreError> {
         let mut synced = self.synced.lock();
-        if *synced >= pos {
+        if *synced > seq {
             return Ok(());
         }
-        let (files, dir_dirty, tail) = {
-            let mut w = self.writer.lock();
-            let mut files = std::mem::take(&mut w.unsynced);
-            files.push(w.file.clone());
-            let d = std::mem::replace(&mut w.dir_dirty, false);
-            (
-                files,
-                d,
-                Pos {
-                    seg: w.id,
-                    off: w.len as u32,
-                },
-            )
-        };
+        // Commits numbered below `upto` are written once their lane is
+        // free: take each lane's segment after that, then the segments
+        // sealed so far.
+        let upto = self.next_seq.load(Ordering::SeqCst);
+        let mut files: Vec<Arc<Seg>> = Vec::new();
+        for l in self.lanes.iter() {
+            if let Some(s) = &l.lock().seg {
+                files.push(s.clone());
+            }
+        }
+        files.append(&mut self.unsynced.lock());
+        let dir_dirty = self.dir_dirty.swap(false, Ordering::SeqCst);
         let res = (|| {
             for f in &files {
                 f.file.sync_data().map_err(|e| io("fdatasync segment", e))?;
@@ -405,19 +498,20 @@ impl Log {
             Ok(())
         })();
         if let Err(e) = res {
-            let mut w = self.writer.lock();
-            w.unsynced.extend(files);
-            w.dir_dirty |= dir_dirty;
+            self.unsynced.lock().extend(files);
+            if dir_dirty {
+                self.dir_dirty.store(true, Ordering::SeqCst);
+            }
             return Err(e);
         }
-        *synced = tail;
+        *synced = upto;
         Ok(())
     }
 
     /// Makes everything written so far durable.
     pub fn sync_all(&self) -> Result<(), StoreError> {
-        let t = self.tail();
-        self.sync_to(t)
+        let n = self.next_seq.load(Ordering::SeqCst);
+        self.sync_to(n.saturating_sub(1))
     }
 
     /// Runs `f` on the `len` bytes at `pos`: a slice of the segment's
@@ -454,55 +548,73 @@ impl Log {
         self.files.read().keys().copied().collect()
     }
 
-    /// Length of a segment file (0 if gone).
+    /// Length of a segment (0 if gone).
     pub fn seg_len(&self, id: u32) -> u64 {
-        let w = self.writer.lock();
-        if id == w.id {
-            return w.len;
-        }
-        drop(w);
         self.files
             .read()
             .get(&id)
-            .and_then(|f| f.file.metadata().ok())
-            .map_or(0, |m| m.len())
+            .map_or(0, |s| s.len.load(Ordering::Acquire))
+    }
+
+    /// The sequence numbers each segment holds: its first record's
+    /// (`u64::MAX` for an empty segment) and at least its last one's.
+    pub fn seq_ranges(&self) -> BTreeMap<u32, (u64, u64)> {
+        self.files
+            .read()
+            .iter()
+            .map(|(&id, s)| {
+                let r = (
+                    s.first_seq.load(Ordering::Relaxed),
+                    s.max_seq.load(Ordering::Relaxed),
+                );
+                (id, r)
+            })
+            .collect()
     }
 
     /// The whole content of a segment.
     pub fn read_segment(&self, id: u32) -> Result<Vec<u8>, StoreError> {
+        let len = self.seg_len(id);
         let p = self.dir.join(seg_name(id));
-        fs::read(&p).map_err(|e| io(format!("read {}", p.display()), e))
+        let mut b = fs::read(&p).map_err(|e| io(format!("read {}", p.display()), e))?;
+        b.truncate(len as usize);
+        Ok(b)
     }
 
     /// Deletes a sealed segment (compaction, after its live records were
     /// copied and synced).
     pub fn delete_segment(&self, id: u32) -> Result<(), StoreError> {
-        {
-            let w = self.writer.lock();
-            if id == w.id {
-                return Err(StoreError::Corrupt(
-                    "refusing to delete the active segment".into(),
-                ));
-            }
+        if self.is_active(id) {
+            return Err(StoreError::Corrupt(
+                "refusing to delete an active segment".into(),
+            ));
         }
         self.files.write().remove(&id);
+        self.unsynced.lock().retain(|s| s.id != id);
         let p = self.dir.join(seg_name(id));
         match fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("remove {}", p.display()), e)),
         }
-        self.writer.lock().dir_dirty = true;
+        self.dir_dirty.store(true, Ordering::SeqCst);
         Ok(())
     }
 
     /// The next sequence number (persisted in the index at close).
     pub fn next_seq(&self) -> u64 {
-        self.next_seq.load(Ordering::Relaxed)
+        self.next_seq.load(Ordering::SeqCst)
     }
 }
 
-fn create_segment(dir: &Path, id: u32, log_id: u64) -> Result<File, StoreError> {
+/// The sequence number of the first record of a segment file, if it has one.
+pub fn read_first_seq(f: &File) -> Option<u64> {
+    let mut h = [0u8; REC_HEADER_LEN];
+    f.read_exact_at(&mut h, SEG_HEADER_LEN).ok()?;
+    record::decode_header(&h).map(|h| h.seq)
+}
+
+fn create_segment(dir: &Path, id: u32, log_id: u64, lane: u32) -> Result<File, StoreError> {
     let p = dir.join(seg_name(id));
     let f = OpenOptions::new()
         .read(true)
@@ -511,7 +623,7 @@ fn create_segment(dir: &Path, id: u32, log_id: u64) -> Result<File, StoreError> 
         .truncate(true)
         .open(&p)
         .map_err(|e| io(format!("create {}", p.display()), e))?;
-    if let Err(e) = f.write_all_at(&seg_header(id, log_id), 0) {
+    if let Err(e) = f.write_all_at(&seg_header(id, log_id, lane), 0) {
         let _ = fs::remove_file(&p);
         return Err(io(format!("write {}", p.display()), e));
     }

@@ -1,8 +1,10 @@
 //! The record format of the packed log (see `docs/store.md`).
 //!
 //! A record is a 32-byte header, the key, the value, and zero padding to a
-//! multiple of [`REC_ALIGN`]. All integers are little-endian. The CRC32C
-//! covers the header (without the CRC field) and the body, so a torn or
+//! multiple of [`REC_ALIGN`]. All integers are little-endian. The check
+//! value covers the header (without the check field) and the body: the
+//! CRC32C of both with the sequence number zeroed, XOR the CRC32C of the
+//! sequence number (which the log sets last, under its lock), so a torn or
 //! flipped record never decodes. A commit of several operations is a run of
 //! records with one sequence number; only the last carries
 //! [`FLAG_COMMIT`], and a run without it (a torn tail) is never applied.
@@ -83,8 +85,26 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Appends one record to `out`.
+/// Appends one sealed record to `out` (tests; the log seals its own).
+#[cfg(test)]
 pub fn encode(out: &mut Vec<u8>, h: &RecHeader, key: &[u8], value: &[u8]) {
+    let u = encode_unsealed(out, h, key, value);
+    seal(out, &u, h.seq);
+}
+
+/// A record encoded without its sequence number and check value yet:
+/// where it starts in its buffer and the CRC32C of the rest.
+#[derive(Clone, Copy, Debug)]
+pub struct Unsealed {
+    /// Offset of the record in its buffer.
+    pub at: usize,
+    crc_without_seq: u32,
+}
+
+/// Appends one record to `out` with sequence number 0 and no CRC; the
+/// key and value are copied and checksummed here, so that [`seal`], which
+/// runs under the log's writer lock, only touches the 32-byte header.
+pub fn encode_unsealed(out: &mut Vec<u8>, h: &RecHeader, key: &[u8], value: &[u8]) -> Unsealed {
     let start = out.len();
     let mut hdr = [0u8; REC_HEADER_LEN];
     hdr[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&REC_MAGIC.to_le_bytes());
@@ -93,16 +113,33 @@ pub fn encode(out: &mut Vec<u8>, h: &RecHeader, key: &[u8], value: &[u8]) {
     hdr[OFF_TAG..OFF_TAG + 2].copy_from_slice(&h.tag.to_le_bytes());
     hdr[OFF_KEY_LEN..OFF_KEY_LEN + 4].copy_from_slice(&(key.len() as u32).to_le_bytes());
     hdr[OFF_VAL_LEN..OFF_VAL_LEN + 4].copy_from_slice(&(value.len() as u32).to_le_bytes());
-    hdr[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&h.seq.to_le_bytes());
     hdr[OFF_GROUP..OFF_GROUP + 4].copy_from_slice(&h.group.to_le_bytes());
     let mut crc = crc32c::crc32c(&hdr[..OFF_CRC]);
     crc = crc32c::crc32c_append(crc, key);
     crc = crc32c::crc32c_append(crc, value);
-    hdr[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&hdr);
     out.extend_from_slice(key);
     out.extend_from_slice(value);
     out.resize(start + padded(REC_HEADER_LEN + key.len() + value.len()), 0);
+    Unsealed {
+        at: start,
+        crc_without_seq: crc,
+    }
+}
+
+/// The check value of a record: the CRC32C of its header (with the
+/// sequence number field zero) and body, XOR the CRC32C of the sequence
+/// number, so that the sequence number can be set last, cheaply.
+fn check_value(crc_without_seq: u32, seq: u64) -> u32 {
+    crc_without_seq ^ crc32c::crc32c(&seq.to_le_bytes())
+}
+
+/// Writes the sequence number and the check value of a record made by
+/// [`encode_unsealed`]: 12 bytes and one 8-byte CRC, under the log's lock.
+pub fn seal(buf: &mut [u8], u: &Unsealed, seq: u64) {
+    let hdr = &mut buf[u.at..u.at + REC_HEADER_LEN];
+    hdr[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+    hdr[OFF_CRC..OFF_CRC + 4].copy_from_slice(&check_value(u.crc_without_seq, seq).to_le_bytes());
 }
 
 /// Decodes only the header (no CRC check: the body is not there yet).
@@ -151,9 +188,13 @@ pub fn decode(b: &[u8]) -> Result<Rec<'_>, StoreError> {
     }
     let key = &b[REC_HEADER_LEN..REC_HEADER_LEN + h.key_len as usize];
     let value = &b[REC_HEADER_LEN + h.key_len as usize..body];
-    let mut crc = crc32c::crc32c(&b[..OFF_CRC]);
+    let mut head = [0u8; OFF_CRC];
+    head.copy_from_slice(&b[..OFF_CRC]);
+    head[OFF_SEQ..OFF_SEQ + 8].fill(0);
+    let mut crc = crc32c::crc32c(&head);
     crc = crc32c::crc32c_append(crc, key);
     crc = crc32c::crc32c_append(crc, value);
+    let crc = check_value(crc, h.seq);
     let stored = u32_at(b, OFF_CRC);
     if crc != stored {
         return Err(StoreError::Checksum {
@@ -192,5 +233,31 @@ mod tests {
             assert!(decode(&bad).is_err(), "flip at {i} must not decode");
         }
         assert!(decode(&out[..20]).is_err());
+    }
+
+    #[test]
+    fn the_check_value_covers_the_sequence_number() {
+        for (k, v) in [(&b""[..], &b""[..]), (b"k", b"value"), (b"key", &[9u8; 5000][..])] {
+            let h = RecHeader {
+                kind: KIND_PUT,
+                flags: 0,
+                tag: 2,
+                key_len: k.len() as u32,
+                val_len: v.len() as u32,
+                seq: 1234567,
+                group: 5,
+            };
+            let mut whole = vec![1u8; 3];
+            let u = encode_unsealed(&mut whole, &h, k, v);
+            seal(&mut whole, &u, h.seq);
+            let r = decode(&whole[3..]).unwrap();
+            assert_eq!(r.h, h);
+            assert_eq!((r.key, r.value), (k, v));
+            for bit in 0..64 {
+                let mut bad = whole.clone();
+                bad[3 + OFF_SEQ + bit / 8] ^= 1 << (bit % 8);
+                assert!(decode(&bad[3..]).is_err(), "seq bit {bit} flipped");
+            }
+        }
     }
 }

@@ -4,21 +4,30 @@
 //! * The index is **trusted as it is** when it says it was closed cleanly
 //!   and its table CRC matches.
 //! * It is **brought up to date** by replaying the log from the header's
-//!   replay position when it is dirty but was last opened in this same boot:
+//!   replay point when it is dirty but was last opened in this same boot:
 //!   the process died (SIGKILL, panic) but the page cache, which holds both
 //!   the mapping and the log, did not. Commits appended but not (or half)
-//!   published are re-applied; a torn commit at the tail is cut off.
+//!   published are re-applied; a torn commit at the tail of a lane is cut
+//!   off.
 //! * It is **rebuilt from the log** (and the log says so, at info level)
 //!   when it is missing, torn, of another version, of another log, or dirty
 //!   from an earlier boot (a power loss may have lost any of its pages).
 //!
-//! Replay applies records in log order, last one wins: the engine
-//! serialises commits of one key (stripe locks held from append to publish,
-//! compaction included), so log order is each key's version order.
+//! Replay merges the log's lanes by sequence number and applies commits in
+//! that order, last one wins: within a lane sequence numbers rise, and a
+//! key's commits never overlap (stripe locks held from append to publish,
+//! compaction included), so sequence order is each key's version order.
+//! The replay point names a sequence number below which every commit is in
+//! the index, and where in each lane the commits from it on start; every
+//! commit at or above it is re-applied, so a commit already published is
+//! applied again in its place in the order, never after a newer one.
 
 use super::index::{slot_hash, HeaderInfo, Index, Slot, MIN_CAPACITY};
-use super::log::{check_seg_header, list_segments, seg_name, Pos, SEG_HEADER_LEN};
-use super::record::{self, FLAG_COMMIT, KIND_PUT, REC_HEADER_LEN};
+use super::log::{
+    check_seg_header, list_segments, read_first_seq, seg_name, Pos, ReplayPoint, SegInfo, MAX_LANES,
+    SEG_HEADER_LEN,
+};
+use super::record::{self, RecHeader, FLAG_COMMIT, KIND_PUT, REC_HEADER_LEN};
 use super::sys;
 use crate::store::StoreError;
 use std::collections::HashMap;
@@ -31,10 +40,8 @@ use std::time::Instant;
 pub struct Opened {
     /// The log's identity.
     pub log_id: u64,
-    /// Segment ids, ascending.
-    pub ids: Vec<u32>,
-    /// Valid length of the last segment.
-    pub tail_len: u64,
+    /// The segments, ascending, with their valid lengths.
+    pub segs: Vec<SegInfo>,
     /// Next sequence number.
     pub next_seq: u64,
     /// The index, up to date.
@@ -50,7 +57,7 @@ pub struct Opened {
 pub enum OpenHow {
     /// Mapped after a clean close.
     Clean,
-    /// Mapped and brought up to date by replaying `records` from the log.
+    /// Mapped and brought up to date by re-applying `records` from the log.
     Replayed {
         /// Records re-applied.
         records: u64,
@@ -166,137 +173,219 @@ fn rehash(
     Ok(())
 }
 
-/// Replays segments `ids` from `from`, applying complete commits. Cuts a
-/// torn tail off the last segment. Returns (records applied, max seq,
-/// valid length of the last segment).
+/// One commit read back: its sequence number and records.
+struct Commit {
+    seq: u64,
+    recs: Vec<(RecHeader, Vec<u8>, Pos)>,
+}
+
+/// The commits of one lane from the replay point on, in order.
+struct LaneReader<'a> {
+    dir: &'a Path,
+    /// (index into `segs`, offset to start at), ascending.
+    todo: std::collections::VecDeque<(usize, usize)>,
+    /// The segment being read: its index in `segs`, bytes, offset.
+    cur: Option<(usize, Vec<u8>, usize)>,
+    from_seq: u64,
+}
+
+impl LaneReader<'_> {
+    /// The next commit numbered at least `from_seq`, cutting a torn tail off
+    /// the lane's last segment.
+    fn next(&mut self, segs: &mut [SegInfo], max_seq: &mut u64) -> Result<Option<Commit>, StoreError> {
+        loop {
+            if self.cur.is_none() {
+                let Some((i, off)) = self.todo.pop_front() else {
+                    return Ok(None);
+                };
+                let p = self.dir.join(seg_name(segs[i].id));
+                let buf = fs::read(&p).map_err(|e| io(format!("read {}", p.display()), e))?;
+                let off = off.min(buf.len());
+                self.cur = Some((i, buf, off));
+            }
+            let Some((i, buf, off)) = self.cur.as_mut() else {
+                continue;
+            };
+            let (i, start) = (*i, *off);
+            let mut at = start;
+            let mut recs = Vec::new();
+            let mut bad: Option<String> = None;
+            let mut done = None;
+            while at < buf.len() {
+                let rec = match record::decode(&buf[at..]) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        bad = Some(e.to_string());
+                        break;
+                    }
+                };
+                let len = rec.h.total_len();
+                if at + len > buf.len() {
+                    bad = Some("record runs past the end".into());
+                    break;
+                }
+                *max_seq = (*max_seq).max(rec.h.seq);
+                recs.push((
+                    rec.h,
+                    rec.key.to_vec(),
+                    Pos {
+                        seg: segs[i].id,
+                        off: at as u32,
+                    },
+                ));
+                at += len;
+                if rec.h.flags & FLAG_COMMIT != 0 {
+                    done = Some(rec.h.seq);
+                    break;
+                }
+            }
+            if let Some(seq) = done {
+                *off = at;
+                if seq >= self.from_seq {
+                    return Ok(Some(Commit { seq, recs }));
+                }
+                continue;
+            }
+            // The end of this segment: clean, torn, or unreadable.
+            if !recs.is_empty() && bad.is_none() {
+                bad = Some("commit without its last record".into());
+            }
+            let lane_last = self.todo.is_empty();
+            let len = buf.len();
+            self.cur = None;
+            if let Some(why) = bad {
+                let id = segs[i].id;
+                if lane_last {
+                    tracing::warn!(
+                        "segment {id}: torn tail at offset {start} ({why}); discarding {} bytes",
+                        len - start
+                    );
+                    let p = self.dir.join(seg_name(id));
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .map_err(|e| io(format!("open {}", p.display()), e))?;
+                    f.set_len(start as u64)
+                        .map_err(|e| io(format!("truncate {}", p.display()), e))?;
+                    f.sync_all()
+                        .map_err(|e| io(format!("fsync {}", p.display()), e))?;
+                    segs[i].len = start as u64;
+                } else {
+                    tracing::error!(
+                        "segment {id}: unreadable from offset {start} ({why}); {} bytes skipped",
+                        len - start
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Re-applies every commit numbered at least `from.seq`, merging the lanes
+/// by sequence number. Cuts torn tails. Returns (records applied, the
+/// highest sequence number seen).
 fn replay(
     dir: &Path,
-    ids: &[u32],
-    from: Pos,
+    segs: &mut [SegInfo],
+    from: &ReplayPoint,
     ix: &mut Index,
     idx_path: &Path,
     hdr: &HeaderInfo,
-) -> Result<(u64, u64, u64), StoreError> {
+) -> Result<(u64, u64), StoreError> {
     let mut files = SegFiles {
         dir: dir.to_path_buf(),
         files: HashMap::new(),
     };
-    let mut applied = 0u64;
-    let mut max_seq = 0u64;
-    let mut tail_len = SEG_HEADER_LEN;
-    for (n, &id) in ids.iter().enumerate() {
-        let last = n + 1 == ids.len();
-        if id < from.seg {
-            continue;
-        }
-        let p = dir.join(seg_name(id));
-        let buf = fs::read(&p).map_err(|e| io(format!("read {}", p.display()), e))?;
-        let mut off = if id == from.seg {
-            u64::from(from.off).max(SEG_HEADER_LEN)
+    let mut lanes: Vec<LaneReader<'_>> = (0..MAX_LANES)
+        .map(|_| LaneReader {
+            dir,
+            todo: Default::default(),
+            cur: None,
+            from_seq: from.seq,
+        })
+        .collect();
+    for (i, s) in segs.iter().enumerate() {
+        let lane = s.lane as usize;
+        let start = if s.id > from.max_seg {
+            Some(SEG_HEADER_LEN as usize)
         } else {
-            SEG_HEADER_LEN
-        } as usize;
-        if off > buf.len() {
-            // The replay point is past the end: only a torn tail could
-            // make that happen; nothing to apply here.
-            off = buf.len();
-        }
-        let mut batch: Vec<(record::RecHeader, Vec<u8>, Pos)> = Vec::new();
-        let mut good_end = off;
-        let mut bad: Option<String> = None;
-        while off < buf.len() {
-            let rec = match record::decode(&buf[off..]) {
-                Ok(r) => r,
-                Err(e) => {
-                    bad = Some(e.to_string());
-                    break;
-                }
-            };
-            let len = rec.h.total_len();
-            if off + len > buf.len() {
-                bad = Some("record runs past the end".into());
-                break;
+            match from.lanes[lane] {
+                Some(p) if s.id == p.seg => Some((p.off as usize).max(SEG_HEADER_LEN as usize)),
+                Some(p) if s.id > p.seg => Some(SEG_HEADER_LEN as usize),
+                _ => None,
             }
-            max_seq = max_seq.max(rec.h.seq);
-            batch.push((
-                rec.h,
-                rec.key.to_vec(),
-                Pos {
-                    seg: id,
-                    off: off as u32,
-                },
-            ));
-            off += len;
-            if rec.h.flags & FLAG_COMMIT != 0 {
-                for (h, key, pos) in batch.drain(..) {
-                    apply(ix, &mut files, idx_path, hdr, &h, &key, pos)?;
-                    applied += 1;
-                }
-                good_end = off;
-            }
-        }
-        if !batch.is_empty() && bad.is_none() {
-            bad = Some("commit without its last record".into());
-        }
-        if let Some(why) = bad {
-            if last {
-                tracing::warn!(
-                    "segment {id}: torn tail at offset {good_end} ({why}); discarding {} bytes",
-                    buf.len() - good_end
-                );
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map_err(|e| io(format!("open {}", p.display()), e))?;
-                f.set_len(good_end as u64)
-                    .map_err(|e| io(format!("truncate {}", p.display()), e))?;
-                f.sync_all()
-                    .map_err(|e| io(format!("fsync {}", p.display()), e))?;
-            } else {
-                tracing::error!(
-                    "segment {id}: unreadable from offset {good_end} ({why}); {} bytes skipped",
-                    buf.len() - good_end
-                );
-            }
-        }
-        if last {
-            tail_len = good_end as u64;
+        };
+        if let Some(off) = start {
+            lanes[lane].todo.push_back((i, off));
         }
     }
-    Ok((applied, max_seq, tail_len))
+    // Only a lane's last segment can be torn, and it is read whenever the
+    // lane wrote after the replay point; segments not read keep their
+    // file length.
+    let mut max_seq = 0u64;
+    let mut heads: Vec<Option<Commit>> = Vec::with_capacity(MAX_LANES);
+    for l in lanes.iter_mut() {
+        heads.push(l.next(segs, &mut max_seq)?);
+    }
+    let mut applied = 0u64;
+    loop {
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (c.seq, i)))
+            .min();
+        let Some((_, l)) = next else { break };
+        if let Some(c) = heads[l].take() {
+            for (h, key, pos) in &c.recs {
+                apply(ix, &mut files, idx_path, hdr, h, key, *pos)?;
+                applied += 1;
+            }
+        }
+        heads[l] = lanes[l].next(segs, &mut max_seq)?;
+    }
+    Ok((applied, max_seq))
 }
 
 /// Opens (creating if needed) the log in `dir` and its index at `idx_path`.
 pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
     fs::create_dir_all(dir).map_err(|e| io(format!("create {}", dir.display()), e))?;
-    let mut ids = list_segments(dir)?;
-    // A segment whose header is not ours: the last one may be a creation
-    // cut short by a crash (then it holds nothing); any other is an error.
+    // A segment whose header is not ours: one shorter than a header is a
+    // creation cut short by a crash (it holds nothing); any other is an
+    // error.
     let mut log_id = None;
-    let mut k = 0;
-    while k < ids.len() {
-        let id = ids[k];
+    let mut segs = Vec::new();
+    for id in list_segments(dir)? {
         let p = dir.join(seg_name(id));
-        let head = fs::read(&p).map(|b| b[..b.len().min(SEG_HEADER_LEN as usize)].to_vec());
-        let head = head.map_err(|e| io(format!("read {}", p.display()), e))?;
-        match check_seg_header(&head, id) {
-            Some(l) if log_id.is_none() || log_id == Some(l) => {
+        let f = File::open(&p).map_err(|e| io(format!("open {}", p.display()), e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| io(format!("stat {}", p.display()), e))?
+            .len();
+        let mut head = [0u8; SEG_HEADER_LEN as usize];
+        let got = f.read_exact_at(&mut head, 0).ok().and_then(|()| check_seg_header(&head, id));
+        match got {
+            Some((l, lane)) if (lane as usize) < MAX_LANES && log_id.is_none_or(|x| x == l) => {
                 log_id = Some(l);
-                k += 1;
+                segs.push(SegInfo {
+                    id,
+                    lane,
+                    len,
+                    first_seq: read_first_seq(&f).unwrap_or(u64::MAX),
+                    max_seq: u64::MAX,
+                });
             }
-            Some(l) => {
+            Some((l, _)) if log_id.is_some_and(|x| x != l) => {
                 return Err(StoreError::Corrupt(format!(
                     "{} belongs to log {l:016x}, not {:016x}",
                     p.display(),
                     log_id.unwrap_or(0)
                 )))
             }
-            None if k + 1 == ids.len() && k > 0 => {
+            None if len <= SEG_HEADER_LEN => {
                 tracing::warn!("{}: half-created segment, removing", p.display());
                 fs::remove_file(&p).map_err(|e| io(format!("remove {}", p.display()), e))?;
-                ids.pop();
             }
-            None => {
+            _ => {
                 return Err(StoreError::Corrupt(format!(
                     "{} is not a segment of this store",
                     p.display()
@@ -312,7 +401,7 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             log_id,
             boot,
             clean: false,
-            replay: Pos { seg: 1, off: 0 },
+            replay: nothing_to_replay(1, 0),
             next_seq: 1,
             table_crc: 0,
         };
@@ -320,8 +409,7 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
         index.flush_header()?;
         return Ok(Opened {
             log_id,
-            ids,
-            tail_len: SEG_HEADER_LEN,
+            segs,
             next_seq: 1,
             index,
             hdr,
@@ -329,32 +417,27 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
         });
     };
 
-    let first = Pos { seg: 0, off: 0 };
     let started = Instant::now();
     let attempt = match Index::open(idx_path) {
-        Err(reason) if !idx_path.exists() => {
-            Err("index file missing".to_string()).map_err(|r| (r, reason))
-        }
-        Err(reason) => Err((reason, String::new())),
+        Err(_) if !idx_path.exists() => Err("index file missing".to_string()),
+        Err(reason) => Err(reason),
         Ok((ix, info)) => {
             if info.log_id != log_id {
-                Err(("index belongs to another log".to_string(), String::new()))
+                Err("index belongs to another log".to_string())
             } else if info.clean {
                 if ix.table_crc() == info.table_crc {
                     Ok((ix, info, true))
                 } else {
-                    Err(("index table checksum mismatch".to_string(), String::new()))
+                    Err("index table checksum mismatch".to_string())
                 }
             } else if info.boot == boot && boot != 0 {
                 Ok((ix, info, false))
             } else {
-                Err((
-                    "index not closed cleanly before the machine restarted".to_string(),
-                    String::new(),
-                ))
+                Err("index not closed cleanly before the machine restarted".to_string())
             }
         }
     };
+    let last_seg = segs.last().map_or(0, |s| s.id);
     match attempt {
         Ok((mut ix, info, clean)) => {
             let mut hdr = HeaderInfo {
@@ -362,13 +445,11 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                 clean: false,
                 ..info
             };
-            let (records, max_seq, tail_len) =
-                replay(dir, &ids, info.replay, &mut ix, idx_path, &hdr)?;
+            let (records, max_seq) =
+                replay(dir, &mut segs, &info.replay, &mut ix, idx_path, &hdr)?;
             hdr.next_seq = info.next_seq.max(max_seq + 1);
-            hdr.replay = Pos {
-                seg: ids.last().copied().unwrap_or(1),
-                off: tail_len as u32,
-            };
+            hdr.replay = nothing_to_replay(hdr.next_seq, last_seg);
+            bound_seqs(&mut segs, hdr.next_seq);
             ix.write_header(&hdr);
             ix.flush_header()?;
             let how = if clean && records == 0 {
@@ -384,20 +465,15 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             }
             Ok(Opened {
                 log_id,
-                ids,
-                tail_len,
+                segs,
                 next_seq: hdr.next_seq,
                 index: ix,
                 hdr,
                 how,
             })
         }
-        Err((reason, _)) => {
-            let total: u64 = ids
-                .iter()
-                .filter_map(|id| fs::metadata(dir.join(seg_name(*id))).ok())
-                .map(|m| m.len())
-                .sum();
+        Err(reason) => {
+            let total: u64 = segs.iter().map(|s| s.len).sum();
             // A guess of the record count (4 KiB files are ~4.1 KiB records);
             // the table grows past it if needed and is packed at the end.
             let cap = (total / 512).max(MIN_CAPACITY);
@@ -406,12 +482,17 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                 log_id,
                 boot,
                 clean: false,
-                replay: first,
+                replay: nothing_to_replay(0, 0),
                 next_seq: 1,
                 table_crc: 0,
             };
             let mut ix = Index::create(&tmp, cap, &hdr0)?;
-            let (records, max_seq, tail_len) = replay(dir, &ids, first, &mut ix, &tmp, &hdr0)?;
+            let everything = ReplayPoint {
+                seq: 0,
+                max_seg: 0,
+                lanes: [None; MAX_LANES],
+            };
+            let (records, max_seq) = replay(dir, &mut segs, &everything, &mut ix, &tmp, &hdr0)?;
             // Pack the table to its normal fill (a rebuild sized it loosely).
             let packed = ix.live * 100 / super::index::TARGET_LOAD_PCT + 1;
             if ix.capacity() > packed.max(MIN_CAPACITY) + packed / 8 {
@@ -419,12 +500,10 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             }
             let hdr = HeaderInfo {
                 next_seq: max_seq + 1,
-                replay: Pos {
-                    seg: ids.last().copied().unwrap_or(1),
-                    off: tail_len as u32,
-                },
+                replay: nothing_to_replay(max_seq + 1, last_seg),
                 ..hdr0
             };
+            bound_seqs(&mut segs, hdr.next_seq);
             ix.write_header(&hdr);
             ix.flush()?;
             fs::rename(&tmp, idx_path).map_err(|e| io(format!("rename {}", tmp.display()), e))?;
@@ -436,13 +515,37 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             );
             Ok(Opened {
                 log_id,
-                ids,
-                tail_len,
+                segs,
                 next_seq: hdr.next_seq,
                 index: ix,
                 hdr,
                 how: OpenHow::Rebuilt { reason, records },
             })
         }
+    }
+}
+
+/// Sets each segment's `max_seq` to a bound: below the first sequence
+/// number of the next segment of its lane, or below `next_seq` for a lane's
+/// last segment (a lane's sequence numbers rise from segment to segment).
+/// A segment whose first record was cut off gets its own bound.
+fn bound_seqs(segs: &mut [SegInfo], next_seq: u64) {
+    let mut next_in_lane = [next_seq; MAX_LANES];
+    for s in segs.iter_mut().rev() {
+        let lane = s.lane as usize;
+        s.max_seq = next_in_lane[lane].saturating_sub(1);
+        if s.first_seq != u64::MAX {
+            next_in_lane[lane] = s.first_seq;
+        }
+    }
+}
+
+/// The replay point of an index that holds every commit: nothing below
+/// `seq` is missing, and the segments up to `max_seg` are sealed.
+pub fn nothing_to_replay(seq: u64, max_seg: u32) -> ReplayPoint {
+    ReplayPoint {
+        seq,
+        max_seg,
+        lanes: [None; MAX_LANES],
     }
 }
