@@ -167,6 +167,24 @@ impl Seg {
     }
 }
 
+/// A segment's bytes (see [`Log::read_segment`]).
+pub enum SegBytes {
+    /// The segment's mapping, up to this length.
+    Mapped(Arc<Seg>, usize),
+    /// A copy.
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for SegBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegBytes::Mapped(s, len) => s.map.as_ref().map_or(&[][..], |m| &m[..*len]),
+            SegBytes::Read(b) => b,
+        }
+    }
+}
+
 /// One writer of the log.
 struct Lane {
     lane: u32,
@@ -572,13 +590,21 @@ impl Log {
             .collect()
     }
 
-    /// The whole content of a segment.
-    pub fn read_segment(&self, id: u32) -> Result<Vec<u8>, StoreError> {
-        let len = self.seg_len(id);
-        let p = self.dir.join(seg_name(id));
-        let mut b = fs::read(&p).map_err(|e| io(format!("read {}", p.display()), e))?;
-        b.truncate(len as usize);
-        Ok(b)
+    /// The whole content of a segment: its mapping (no copy), or a copy
+    /// read with `pread` when it has none.
+    pub fn read_segment(&self, id: u32) -> Result<SegBytes, StoreError> {
+        let seg = self.files.read().get(&id).cloned().ok_or_else(|| {
+            StoreError::Corrupt(format!("segment {id} is not open"))
+        })?;
+        let len = seg.len.load(Ordering::Acquire) as usize;
+        if seg.map.as_ref().is_some_and(|m| m.len() >= len) {
+            return Ok(SegBytes::Mapped(seg, len));
+        }
+        let mut b = vec![0u8; len];
+        seg.file
+            .read_exact_at(&mut b, 0)
+            .map_err(|e| io(format!("read {}", seg_name(id)), e))?;
+        Ok(SegBytes::Read(b))
     }
 
     /// Deletes a sealed segment (compaction, after its live records were
