@@ -284,6 +284,7 @@ impl Engine {
             o.next_seq,
             opts.segment_size,
             opts.lanes,
+            opts.sync_interval.is_some(),
         )?;
         let mut live = HashMap::new();
         let mut long = Vec::new();

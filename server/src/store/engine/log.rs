@@ -256,11 +256,33 @@ pub struct Log {
     dir_dirty: AtomicBool,
     /// Every commit below this sequence number is durable.
     synced: Mutex<u64>,
+    /// The sync marker file (see [`read_sync_marker`]), when kept.
+    marker: Option<File>,
+}
+
+/// The name of the sync marker file in a log's directory.
+pub const SYNC_MARKER: &str = "synced";
+
+/// The sync marker: after each group commit's `fdatasync`, the sequence
+/// number below which every commit is durable, written and synced into
+/// `synced` (8 bytes LE and their CRC32C). After a power loss the lanes are
+/// each durable up to different points; recovery keeps every commit below
+/// the marker and, above it, only the gap-free run of sequence numbers, so
+/// a server recovers a prefix of its commits in sequence order.
+pub fn read_sync_marker(dir: &Path) -> Option<u64> {
+    let b = fs::read(dir.join(SYNC_MARKER)).ok()?;
+    if b.len() != 12 {
+        return None;
+    }
+    let v: [u8; 8] = b[..8].try_into().ok()?;
+    let crc = u32::from_le_bytes(b[8..12].try_into().ok()?);
+    (crc32c::crc32c(&v) == crc).then(|| u64::from_le_bytes(v))
 }
 
 impl Log {
     /// Opens the log over existing segments `segs` (ascending ids, checked
-    /// by recovery), all sealed, with `lanes` writers.
+    /// by recovery), all sealed, with `lanes` writers; `marker`: keep the
+    /// sync marker (for a log made durable lazily).
     pub fn open(
         dir: &Path,
         log_id: u64,
@@ -268,7 +290,22 @@ impl Log {
         next_seq: u64,
         seg_size: u64,
         lanes: usize,
+        marker: bool,
     ) -> Result<Log, StoreError> {
+        let marker = if marker {
+            let p = dir.join(SYNC_MARKER);
+            Some(
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&p)
+                    .map_err(|e| io(format!("open {}", p.display()), e))?,
+            )
+        } else {
+            let _ = fs::remove_file(dir.join(SYNC_MARKER));
+            None
+        };
         let seg_size = seg_size.max(SEG_HEADER_LEN + 4096);
         let mut files = BTreeMap::new();
         for s in segs {
@@ -305,6 +342,7 @@ impl Log {
             unsynced: Mutex::new(Vec::new()),
             dir_dirty: AtomicBool::new(false),
             synced: Mutex::new(0),
+            marker,
         };
         log.ensure_reserve();
         Ok(log)
@@ -513,6 +551,15 @@ impl Log {
             if dir_dirty {
                 sync_dir(&self.dir)?;
             }
+            if let Some(m) = &self.marker {
+                let mut b = [0u8; 12];
+                b[..8].copy_from_slice(&upto.to_le_bytes());
+                let crc = crc32c::crc32c(&upto.to_le_bytes());
+                b[8..].copy_from_slice(&crc.to_le_bytes());
+                m.write_all_at(&b, 0)
+                    .and_then(|()| m.sync_data())
+                    .map_err(|e| io("write the sync marker", e))?;
+            }
             Ok(())
         })();
         if let Err(e) = res {
@@ -593,9 +640,12 @@ impl Log {
     /// The whole content of a segment: its mapping (no copy), or a copy
     /// read with `pread` when it has none.
     pub fn read_segment(&self, id: u32) -> Result<SegBytes, StoreError> {
-        let seg = self.files.read().get(&id).cloned().ok_or_else(|| {
-            StoreError::Corrupt(format!("segment {id} is not open"))
-        })?;
+        let seg = self
+            .files
+            .read()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("segment {id} is not open")))?;
         let len = seg.len.load(Ordering::Acquire) as usize;
         if seg.map.as_ref().is_some_and(|m| m.len() >= len) {
             return Ok(SegBytes::Mapped(seg, len));

@@ -237,7 +237,11 @@ mod tests {
 
     #[test]
     fn the_check_value_covers_the_sequence_number() {
-        for (k, v) in [(&b""[..], &b""[..]), (b"k", b"value"), (b"key", &[9u8; 5000][..])] {
+        for (k, v) in [
+            (&b""[..], &b""[..]),
+            (b"k", b"value"),
+            (b"key", &[9u8; 5000][..]),
+        ] {
             let h = RecHeader {
                 kind: KIND_PUT,
                 flags: 0,

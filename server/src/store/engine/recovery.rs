@@ -24,8 +24,8 @@
 
 use super::index::{slot_hash, HeaderInfo, Index, Slot, MIN_CAPACITY};
 use super::log::{
-    check_seg_header, list_segments, read_first_seq, seg_name, Pos, ReplayPoint, SegInfo, MAX_LANES,
-    SEG_HEADER_LEN,
+    check_seg_header, list_segments, read_first_seq, read_sync_marker, seg_name, sync_dir, Pos,
+    ReplayPoint, SegInfo, MAX_LANES, SEG_HEADER_LEN,
 };
 use super::record::{self, RecHeader, FLAG_COMMIT, KIND_PUT, REC_HEADER_LEN};
 use super::sys;
@@ -192,7 +192,11 @@ struct LaneReader<'a> {
 impl LaneReader<'_> {
     /// The next commit numbered at least `from_seq`, cutting a torn tail off
     /// the lane's last segment.
-    fn next(&mut self, segs: &mut [SegInfo], max_seq: &mut u64) -> Result<Option<Commit>, StoreError> {
+    fn next(
+        &mut self,
+        segs: &mut [SegInfo],
+        max_seq: &mut u64,
+    ) -> Result<Option<Commit>, StoreError> {
         loop {
             if self.cur.is_none() {
                 let Some((i, off)) = self.todo.pop_front() else {
@@ -282,12 +286,17 @@ impl LaneReader<'_> {
 }
 
 /// Re-applies every commit numbered at least `from.seq`, merging the lanes
-/// by sequence number. Cuts torn tails. Returns (records applied, the
-/// highest sequence number seen).
+/// by sequence number. Cuts torn tails. With `prefix_from` (after a power
+/// loss: the sync marker), commits from that number on are applied only
+/// while their numbers run without a gap; at the first gap every lane is
+/// cut (its later segments removed from `segs` and deleted), so what
+/// survives is a prefix of the commits. Returns (records applied, the
+/// highest sequence number kept).
 fn replay(
     dir: &Path,
-    segs: &mut [SegInfo],
+    segs: &mut Vec<SegInfo>,
     from: &ReplayPoint,
+    prefix_from: Option<u64>,
     ix: &mut Index,
     idx_path: &Path,
     hdr: &HeaderInfo,
@@ -328,13 +337,25 @@ fn replay(
         heads.push(l.next(segs, &mut max_seq)?);
     }
     let mut applied = 0u64;
+    let mut expected = prefix_from;
+    let mut kept_max = 0u64;
     loop {
         let next = heads
             .iter()
             .enumerate()
             .filter_map(|(i, c)| c.as_ref().map(|c| (c.seq, i)))
             .min();
-        let Some((_, l)) = next else { break };
+        let Some((seq, l)) = next else { break };
+        if let Some(e) = expected.as_mut() {
+            if seq > *e {
+                cut_after_gap(dir, segs, &mut lanes, &heads, *e)?;
+                return Ok((applied, kept_max.max(*e)));
+            }
+            if seq == *e {
+                *e += 1;
+            }
+        }
+        kept_max = kept_max.max(seq);
         if let Some(c) = heads[l].take() {
             for (h, key, pos) in &c.recs {
                 apply(ix, &mut files, idx_path, hdr, h, key, *pos)?;
@@ -344,6 +365,56 @@ fn replay(
         heads[l] = lanes[l].next(segs, &mut max_seq)?;
     }
     Ok((applied, max_seq))
+}
+
+/// Cuts every lane at its first unapplied commit (all numbered past the
+/// gap at `missing`) and deletes the lane's later segments.
+fn cut_after_gap(
+    dir: &Path,
+    segs: &mut Vec<SegInfo>,
+    lanes: &mut [LaneReader<'_>],
+    heads: &[Option<Commit>],
+    missing: u64,
+) -> Result<(), StoreError> {
+    let mut dropped = 0u64;
+    let mut gone = Vec::new();
+    for (l, head) in heads.iter().enumerate() {
+        let Some(c) = head else { continue };
+        let Some(&(_, _, at)) = c.recs.first() else {
+            continue;
+        };
+        if let Some(s) = segs.iter_mut().find(|s| s.id == at.seg) {
+            dropped += s.len.saturating_sub(u64::from(at.off));
+            let p = dir.join(seg_name(s.id));
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| io(format!("open {}", p.display()), e))?;
+            f.set_len(u64::from(at.off))
+                .and_then(|()| f.sync_all())
+                .map_err(|e| io(format!("truncate {}", p.display()), e))?;
+            s.len = u64::from(at.off);
+        }
+        for (i, _) in lanes[l].todo.drain(..) {
+            gone.push(segs[i].id);
+        }
+    }
+    for id in &gone {
+        if let Some(s) = segs.iter().find(|s| s.id == *id) {
+            dropped += s.len;
+        }
+        let p = dir.join(seg_name(*id));
+        fs::remove_file(&p).map_err(|e| io(format!("remove {}", p.display()), e))?;
+    }
+    segs.retain(|s| !gone.contains(&s.id));
+    if !gone.is_empty() {
+        sync_dir(dir)?;
+    }
+    tracing::warn!(
+        "after a power loss: commit {missing} never reached the disk; \
+         discarding {dropped} bytes of later commits so the log stays a prefix"
+    );
+    Ok(())
 }
 
 /// Opens (creating if needed) the log in `dir` and its index at `idx_path`.
@@ -362,7 +433,10 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             .map_err(|e| io(format!("stat {}", p.display()), e))?
             .len();
         let mut head = [0u8; SEG_HEADER_LEN as usize];
-        let got = f.read_exact_at(&mut head, 0).ok().and_then(|()| check_seg_header(&head, id));
+        let got = f
+            .read_exact_at(&mut head, 0)
+            .ok()
+            .and_then(|()| check_seg_header(&head, id));
         match got {
             Some((l, lane)) if (lane as usize) < MAX_LANES && log_id.is_none_or(|x| x == l) => {
                 log_id = Some(l);
@@ -418,6 +492,7 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
     };
 
     let started = Instant::now();
+    let mut power_loss = false;
     let attempt = match Index::open(idx_path) {
         Err(_) if !idx_path.exists() => Err("index file missing".to_string()),
         Err(reason) => Err(reason),
@@ -433,6 +508,7 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             } else if info.boot == boot && boot != 0 {
                 Ok((ix, info, false))
             } else {
+                power_loss = true;
                 Err("index not closed cleanly before the machine restarted".to_string())
             }
         }
@@ -446,7 +522,7 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                 ..info
             };
             let (records, max_seq) =
-                replay(dir, &mut segs, &info.replay, &mut ix, idx_path, &hdr)?;
+                replay(dir, &mut segs, &info.replay, None, &mut ix, idx_path, &hdr)?;
             hdr.next_seq = info.next_seq.max(max_seq + 1);
             hdr.replay = nothing_to_replay(hdr.next_seq, last_seg);
             bound_seqs(&mut segs, hdr.next_seq);
@@ -492,7 +568,20 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                 max_seg: 0,
                 lanes: [None; MAX_LANES],
             };
-            let (records, max_seq) = replay(dir, &mut segs, &everything, &mut ix, &tmp, &hdr0)?;
+            let prefix_from = if power_loss {
+                read_sync_marker(dir)
+            } else {
+                None
+            };
+            let (records, max_seq) = replay(
+                dir,
+                &mut segs,
+                &everything,
+                prefix_from,
+                &mut ix,
+                &tmp,
+                &hdr0,
+            )?;
             // Pack the table to its normal fill (a rebuild sized it loosely).
             let packed = ix.live * 100 / super::index::TARGET_LOAD_PCT + 1;
             if ix.capacity() > packed.max(MIN_CAPACITY) + packed / 8 {
