@@ -20,7 +20,8 @@
 //! and after the index is deleted (rebuilt from the log).
 //!
 //! Usage: `sealfs-store-bench --dir /mnt/ext4j/bench [--files 200000]
-//! [--threads 8] [--sync fsync|none] [--restart-files 1000000]`.
+//! [--threads 8] [--sync fsync|always|none] [--restart-files 1000000] [--only engine,redb,plain,restart]
+//! [--no-reads]`.
 
 use sealfs_proto::{Attr, DirEntry, FileKind, Inode, Timespec};
 use sealfs_server::engine::EngineOptions;
@@ -46,6 +47,8 @@ struct Args {
     sync: Policy,
     restart_files: u64,
     only: Option<String>,
+    /// Skip the stat and read phases (profiling creates and deletes).
+    no_reads: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -56,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         sync: Policy::Fsync,
         restart_files: 1_000_000,
         only: None,
+        no_reads: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -76,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--only" => a.only = Some(v()?),
+            "--no-reads" => a.no_reads = true,
             _ => return Err(format!("unknown argument {k}")),
         }
     }
@@ -293,9 +298,12 @@ impl Target for PlainTarget {
 }
 
 /// Runs the four phases; returns ops/s of each.
-fn run_phases(target: Arc<dyn Target>, files: u64, threads: u64) -> [f64; 4] {
-    let mut out = [0.0; 4];
+fn run_phases(target: Arc<dyn Target>, files: u64, threads: u64, no_reads: bool) -> [f64; 4] {
+    let mut out = [f64::NAN; 4];
     for (p, rate) in out.iter_mut().enumerate() {
+        if no_reads && (p == 1 || p == 2) {
+            continue;
+        }
         let per = files / threads;
         let start = Instant::now();
         let hs: Vec<_> = (0..threads)
@@ -397,7 +405,7 @@ fn main() {
         .unwrap();
         rows.push((
             "engine",
-            run_phases(Arc::new(EngineTarget { meta, data }), a.files, a.threads),
+            run_phases(Arc::new(EngineTarget { meta, data }), a.files, a.threads, a.no_reads),
         ));
         drop_caches();
     }
@@ -412,7 +420,7 @@ fn main() {
         };
         rows.push((
             "redb",
-            run_phases(Arc::new(RedbTarget { db, durability }), a.files, a.threads),
+            run_phases(Arc::new(RedbTarget { db, durability }), a.files, a.threads, a.no_reads),
         ));
         drop_caches();
     }
@@ -424,7 +432,7 @@ fn main() {
         }
         rows.push((
             "plain files",
-            run_phases(Arc::new(PlainTarget { root: d }), a.files, a.threads),
+            run_phases(Arc::new(PlainTarget { root: d }), a.files, a.threads, a.no_reads),
         ));
         drop_caches();
     }
