@@ -185,15 +185,32 @@ impl std::ops::Deref for SegBytes {
     }
 }
 
-/// One writer of the log.
+/// One writer of the log: the lane itself, held while a commit is written,
+/// and the bookkeeping of its commits, under a lock of its own that is
+/// never held across I/O (publishing a commit does not wait for the lane's
+/// next write).
+struct LaneSlot {
+    w: Mutex<Lane>,
+    track: Mutex<Track>,
+    /// The id of the segment it appends to (0: none), readable without
+    /// waiting for a write.
+    active: AtomicU32,
+}
+
+/// The writing side of a lane.
 struct Lane {
     lane: u32,
     /// The segment it appends to (none until its first commit after open).
     seg: Option<Arc<Seg>>,
-    /// Commits appended but not yet published to the index, by sequence
-    /// number (with a count: compaction and commits never share one).
+}
+
+/// A lane's commits not yet covered by a checkpoint.
+#[derive(Default)]
+struct Track {
+    /// Commits numbered but not yet published to the index (with a count:
+    /// compaction and commits never share one).
     pending: BTreeMap<u64, u32>,
-    /// Commits appended since the last checkpoint (sequence number, start),
+    /// Commits numbered since the last checkpoint (sequence number, start),
     /// in sequence order: where a replay of this lane must start.
     recent: VecDeque<(u64, Pos)>,
 }
@@ -244,7 +261,7 @@ pub struct Log {
     dir: PathBuf,
     log_id: u64,
     seg_size: u64,
-    lanes: Box<[Mutex<Lane>]>,
+    lanes: Box<[LaneSlot]>,
     /// Where the next commit starts looking for a free lane.
     lane_hint: AtomicUsize,
     next_seg: AtomicU32,
@@ -326,13 +343,13 @@ impl Log {
             log_id,
             seg_size,
             lanes: (0..lanes)
-                .map(|l| {
-                    Mutex::new(Lane {
+                .map(|l| LaneSlot {
+                    w: Mutex::new(Lane {
                         lane: l as u32,
                         seg: None,
-                        pending: BTreeMap::new(),
-                        recent: VecDeque::new(),
-                    })
+                    }),
+                    track: Mutex::new(Track::default()),
+                    active: AtomicU32::new(0),
                 })
                 .collect(),
             lane_hint: AtomicUsize::new(0),
@@ -364,12 +381,12 @@ impl Log {
     /// when all are taken, one of them in turn after a short spin.
     fn take_lane(&self) -> (usize, MutexGuard<'_, Lane>) {
         for (l, lane) in self.lanes.iter().enumerate() {
-            if let Some(g) = lane.try_lock() {
+            if let Some(g) = lane.w.try_lock() {
                 return (l, g);
             }
         }
         let l = self.lane_hint.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
-        (l, lock_briefly(&self.lanes[l]))
+        (l, lock_briefly(&self.lanes[l].w))
     }
 
     /// Appends one commit: `encode(buf)` writes its records into `buf`
@@ -398,11 +415,23 @@ impl Log {
             Some(s) if s.len.load(Ordering::Relaxed) <= SEG_HEADER_LEN => s.clone(),
             _ => self.roll(&mut lane)?,
         };
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let at = seg.len.load(Ordering::Relaxed);
+        let start = Pos {
+            seg: seg.id,
+            off: at as u32,
+        };
+        // Numbered and registered in one step, so a checkpoint that read
+        // the counter first finds every smaller number here.
+        let seq = {
+            let mut t = self.lanes[li].track.lock();
+            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+            *t.pending.entry(seq).or_insert(0) += 1;
+            t.recent.push_back((seq, start));
+            seq
+        };
         for r in &recs {
             record::seal(&mut buf, r, seq);
         }
-        let at = seg.len.load(Ordering::Relaxed);
         if let Err(mut e) = seg.file.write_all_at(&buf, at) {
             // Never leave a partial commit behind: cut back to the old end.
             let _ = seg.file.set_len(at);
@@ -421,6 +450,11 @@ impl Log {
                 }
             }
             if e.raw_os_error() != Some(0) {
+                let mut t = self.lanes[li].track.lock();
+                t.pending.remove(&seq);
+                if t.recent.back().is_some_and(|r| r.0 == seq) {
+                    t.recent.pop_back();
+                }
                 return Err(io(format!("append to {}", seg_name(seg.id)), e));
             }
         }
@@ -429,12 +463,7 @@ impl Log {
             seg.first_seq.store(seq, Ordering::Relaxed);
         }
         seg.max_seq.store(seq, Ordering::Relaxed);
-        let start = Pos {
-            seg: seg.id,
-            off: at as u32,
-        };
-        *lane.pending.entry(seq).or_insert(0) += 1;
-        lane.recent.push_back((seq, start));
+        drop(lane);
         Ok(Appended {
             seg: seg.id,
             offs: recs.iter().map(|r| (at + r.at as u64) as u32).collect(),
@@ -445,11 +474,11 @@ impl Log {
 
     /// The commit is now in the index.
     pub fn published(&self, app: &Appended) {
-        let mut lane = lock_briefly(&self.lanes[app.lane]);
-        if let Some(c) = lane.pending.get_mut(&app.seq) {
+        let mut t = self.lanes[app.lane].track.lock();
+        if let Some(c) = t.pending.get_mut(&app.seq) {
             *c -= 1;
             if *c == 0 {
-                lane.pending.remove(&app.seq);
+                t.pending.remove(&app.seq);
             }
         }
     }
@@ -457,23 +486,24 @@ impl Log {
     /// Where a replay after a crash must start, and forgets what lies
     /// before it (the background checkpoint).
     pub fn replay_point(&self) -> ReplayPoint {
-        // Every commit numbered below `n` was numbered and registered under
-        // its lane before this load, so the lane shows it unless published.
+        // Every commit numbered below `n` was numbered and registered in
+        // one step before this load, so its lane shows it unless published.
         let n = self.next_seq.load(Ordering::SeqCst);
         let mut seq = n;
         for l in self.lanes.iter() {
-            if let Some((&s, _)) = l.lock().pending.first_key_value() {
+            if let Some((&s, _)) = l.track.lock().pending.first_key_value() {
                 seq = seq.min(s);
             }
         }
         let max_seg = self.next_seg.load(Ordering::SeqCst).saturating_sub(1);
         let mut lanes = [None; MAX_LANES];
-        for (i, l) in self.lanes.iter().enumerate() {
-            let mut l = l.lock();
-            while l.recent.front().is_some_and(|&(s, _)| s < seq) {
-                l.recent.pop_front();
+        for (i, slot) in self.lanes.iter().enumerate() {
+            let l = slot.w.lock();
+            let mut t = slot.track.lock();
+            while t.recent.front().is_some_and(|&(s, _)| s < seq) {
+                t.recent.pop_front();
             }
-            lanes[i] = match (l.recent.front(), &l.seg) {
+            lanes[i] = match (t.recent.front(), &l.seg) {
                 (Some(&(_, p)), _) => Some(p),
                 (None, Some(s)) => Some(Pos {
                     seg: s.id,
@@ -499,6 +529,9 @@ impl Log {
             self.seg_size,
             (u64::MAX, 0),
         ));
+        // Active before it is listed, so compaction never takes it for an
+        // empty sealed segment.
+        self.lanes[lane.lane as usize].active.store(id, Ordering::SeqCst);
         self.files.write().insert(id, f.clone());
         if let Some(old) = lane.seg.replace(f.clone()) {
             self.unsynced.lock().push(old);
@@ -511,10 +544,11 @@ impl Log {
     /// segment it is emptying; tests use it to make sealed segments).
     pub fn seal_active(&self) {
         for l in self.lanes.iter() {
-            let mut l = l.lock();
-            if let Some(old) = l.seg.take() {
+            let mut w = l.w.lock();
+            if let Some(old) = w.seg.take() {
                 self.unsynced.lock().push(old);
             }
+            l.active.store(0, Ordering::SeqCst);
         }
     }
 
@@ -522,7 +556,7 @@ impl Log {
     pub fn is_active(&self, id: u32) -> bool {
         self.lanes
             .iter()
-            .any(|l| l.lock().seg.as_ref().is_some_and(|s| s.id == id))
+            .any(|l| l.active.load(Ordering::SeqCst) == id)
     }
 
     /// Makes every commit numbered up to `seq` durable (group commit:
@@ -538,7 +572,7 @@ impl Log {
         let upto = self.next_seq.load(Ordering::SeqCst);
         let mut files: Vec<Arc<Seg>> = Vec::new();
         for l in self.lanes.iter() {
-            if let Some(s) = &l.lock().seg {
+            if let Some(s) = &l.w.lock().seg {
                 files.push(s.clone());
             }
         }
