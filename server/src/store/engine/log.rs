@@ -28,8 +28,9 @@
 
 use super::record::{self, Unsealed, REC_HEADER_LEN};
 use crate::store::StoreError;
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use memmap2::{Mmap, MmapOptions};
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -262,11 +263,12 @@ pub struct Log {
     log_id: u64,
     seg_size: u64,
     lanes: Box<[LaneSlot]>,
-    /// Where the next commit starts looking for a free lane.
-    lane_hint: AtomicUsize,
     next_seg: AtomicU32,
     next_seq: AtomicU64,
-    files: RwLock<BTreeMap<u32, Arc<Seg>>>,
+    /// The open segments. Read on every lookup by every thread, changed
+    /// only when a segment is created or deleted: a sharded lock, whose
+    /// readers do not share a cache line.
+    files: ShardedLock<BTreeMap<u32, Arc<Seg>>>,
     /// Sealed segments not yet synced.
     unsynced: Mutex<Vec<Arc<Seg>>>,
     /// A segment was created or deleted since the last directory sync.
@@ -275,6 +277,13 @@ pub struct Log {
     synced: Mutex<u64>,
     /// The sync marker file (see [`read_sync_marker`]), when kept.
     marker: Option<File>,
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's place in the order threads first appended in.
+    static THREAD_ORDINAL: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The name of the sync marker file in a log's directory.
@@ -352,10 +361,9 @@ impl Log {
                     active: AtomicU32::new(0),
                 })
                 .collect(),
-            lane_hint: AtomicUsize::new(0),
             next_seg: AtomicU32::new(segs.last().map_or(1, |s| s.id + 1)),
             next_seq: AtomicU64::new(next_seq),
-            files: RwLock::new(files),
+            files: ShardedLock::new(files),
             unsynced: Mutex::new(Vec::new()),
             dir_dirty: AtomicBool::new(false),
             synced: Mutex::new(0),
@@ -363,6 +371,20 @@ impl Log {
         };
         log.ensure_reserve();
         Ok(log)
+    }
+
+    fn files(&self) -> ShardedLockReadGuard<'_, BTreeMap<u32, Arc<Seg>>> {
+        // A panic while the table was held leaves it whole (one insert or
+        // remove): go on with it.
+        self.files
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn files_mut(&self) -> ShardedLockWriteGuard<'_, BTreeMap<u32, Arc<Seg>>> {
+        self.files
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Re-creates the space reserve if it is gone (best effort).
@@ -377,16 +399,21 @@ impl Log {
         }
     }
 
-    /// The first free lane (so a single writer keeps to one segment), or,
-    /// when all are taken, one of them in turn after a short spin.
+    /// The calling thread's own lane (threads are dealt lanes in turn, so
+    /// a thread keeps appending to one segment and concurrent threads
+    /// spread), else the first free one, else its own after a short spin.
     fn take_lane(&self) -> (usize, MutexGuard<'_, Lane>) {
+        let n = self.lanes.len();
+        let own = THREAD_ORDINAL.with(|o| *o) % n;
+        if let Some(g) = self.lanes[own].w.try_lock() {
+            return (own, g);
+        }
         for (l, lane) in self.lanes.iter().enumerate() {
             if let Some(g) = lane.w.try_lock() {
                 return (l, g);
             }
         }
-        let l = self.lane_hint.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
-        (l, lock_briefly(&self.lanes[l].w))
+        (own, lock_briefly(&self.lanes[own].w))
     }
 
     /// Appends one commit: `encode(buf)` writes its records into `buf`
@@ -531,8 +558,10 @@ impl Log {
         ));
         // Active before it is listed, so compaction never takes it for an
         // empty sealed segment.
-        self.lanes[lane.lane as usize].active.store(id, Ordering::SeqCst);
-        self.files.write().insert(id, f.clone());
+        self.lanes[lane.lane as usize]
+            .active
+            .store(id, Ordering::SeqCst);
+        self.files_mut().insert(id, f.clone());
         if let Some(old) = lane.seg.replace(f.clone()) {
             self.unsynced.lock().push(old);
         }
@@ -623,7 +652,7 @@ impl Log {
         len: u32,
         f: impl FnOnce(&[u8]) -> T,
     ) -> Result<T, StoreError> {
-        let files = self.files.read();
+        let files = self.files();
         let seg = files.get(&pos.seg).ok_or_else(|| {
             StoreError::Corrupt(format!("index points at missing segment {}", pos.seg))
         })?;
@@ -644,13 +673,12 @@ impl Log {
 
     /// Ids of all segments, ascending.
     pub fn segments(&self) -> Vec<u32> {
-        self.files.read().keys().copied().collect()
+        self.files().keys().copied().collect()
     }
 
     /// Length of a segment (0 if gone).
     pub fn seg_len(&self, id: u32) -> u64 {
-        self.files
-            .read()
+        self.files()
             .get(&id)
             .map_or(0, |s| s.len.load(Ordering::Acquire))
     }
@@ -658,8 +686,7 @@ impl Log {
     /// The sequence numbers each segment holds: its first record's
     /// (`u64::MAX` for an empty segment) and at least its last one's.
     pub fn seq_ranges(&self) -> BTreeMap<u32, (u64, u64)> {
-        self.files
-            .read()
+        self.files()
             .iter()
             .map(|(&id, s)| {
                 let r = (
@@ -675,8 +702,7 @@ impl Log {
     /// read with `pread` when it has none.
     pub fn read_segment(&self, id: u32) -> Result<SegBytes, StoreError> {
         let seg = self
-            .files
-            .read()
+            .files()
             .get(&id)
             .cloned()
             .ok_or_else(|| StoreError::Corrupt(format!("segment {id} is not open")))?;
@@ -699,7 +725,7 @@ impl Log {
                 "refusing to delete an active segment".into(),
             ));
         }
-        self.files.write().remove(&id);
+        self.files_mut().remove(&id);
         self.unsynced.lock().retain(|s| s.id != id);
         let p = self.dir.join(seg_name(id));
         match fs::remove_file(&p) {
