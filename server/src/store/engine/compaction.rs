@@ -208,14 +208,6 @@ fn copy_step(
         return Ok(());
     }
     let app = inner.append(&keep, true)?;
-    let tomb_bytes: u64 = keep
-        .iter()
-        .filter(|r| r.0.kind != KIND_PUT)
-        .map(|r| r.0.total_len() as u64)
-        .sum();
-    if tomb_bytes > 0 {
-        *inner.tombs.lock().entry(app.seg).or_insert(0) += tomb_bytes;
-    }
     let res = (|| {
         let mut ix = inner.index.write();
         let mut live = inner.live.lock();

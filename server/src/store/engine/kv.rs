@@ -224,14 +224,15 @@ impl Inner {
             .map_err(|_| StoreError::Corrupt(format!("record too long at {:?}", s.pos())))
     }
 
-    /// Appends `recs` as one commit: (header without seq/flags, key, value).
-    /// The caller holds the keys' stripe locks.
+    /// Appends `recs` as one commit: (header without seq/flags, key, value),
+    /// and counts its tombstones in their segment. The caller holds the
+    /// keys' stripe locks.
     pub(crate) fn append(
         &self,
         recs: &[(RecHeader, &[u8], &[u8])],
         frees: bool,
     ) -> Result<super::log::Appended, StoreError> {
-        self.log.append(frees, |buf| {
+        let app = self.log.append(frees, |buf| {
             recs.iter()
                 .enumerate()
                 .map(|(i, (h, k, v))| {
@@ -239,7 +240,16 @@ impl Inner {
                     record::encode_unsealed(buf, &RecHeader { flags, ..*h }, k, v)
                 })
                 .collect()
-        })
+        })?;
+        let tomb_bytes: u64 = recs
+            .iter()
+            .filter(|r| r.0.kind == KIND_DEL)
+            .map(|r| r.0.total_len() as u64)
+            .sum();
+        if tomb_bytes > 0 {
+            *self.tombs.lock().entry(app.seg).or_insert(0) += tomb_bytes;
+        }
+        Ok(app)
     }
 
     /// Publishes a put at `pos` (the caller holds the key's stripe lock and
@@ -402,14 +412,6 @@ impl Engine {
         inner.reserve(recs.len() as u64)?;
         let frees = recs.iter().all(|r| r.0.kind == KIND_DEL);
         let app = inner.append(&recs, frees)?;
-        let tomb_bytes: u64 = recs
-            .iter()
-            .filter(|r| r.0.kind == KIND_DEL)
-            .map(|r| r.0.total_len() as u64)
-            .sum();
-        if tomb_bytes > 0 {
-            *inner.tombs.lock().entry(app.seg).or_insert(0) += tomb_bytes;
-        }
         let synced = if durable {
             inner.log.sync_to(app.seq)
         } else {

@@ -264,16 +264,7 @@ impl LaneReader<'_> {
                         "segment {id}: torn tail at offset {start} ({why}); discarding {} bytes",
                         len - start
                     );
-                    let p = self.dir.join(seg_name(id));
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&p)
-                        .map_err(|e| io(format!("open {}", p.display()), e))?;
-                    f.set_len(start as u64)
-                        .map_err(|e| io(format!("truncate {}", p.display()), e))?;
-                    f.sync_all()
-                        .map_err(|e| io(format!("fsync {}", p.display()), e))?;
-                    segs[i].len = start as u64;
+                    cut_segment(self.dir, &mut segs[i], start as u64)?;
                 } else {
                     tracing::error!(
                         "segment {id}: unreadable from offset {start} ({why}); {} bytes skipped",
@@ -367,6 +358,18 @@ fn replay(
     Ok((applied, max_seq))
 }
 
+/// Truncates a segment file to `len` bytes, durably.
+fn cut_segment(dir: &Path, s: &mut SegInfo, len: u64) -> Result<(), StoreError> {
+    let p = dir.join(seg_name(s.id));
+    OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
+        .map_err(|e| io(format!("truncate {}", p.display()), e))?;
+    s.len = len;
+    Ok(())
+}
+
 /// Cuts every lane at its first unapplied commit (all numbered past the
 /// gap at `missing`) and deletes the lane's later segments.
 fn cut_after_gap(
@@ -385,15 +388,7 @@ fn cut_after_gap(
         };
         if let Some(s) = segs.iter_mut().find(|s| s.id == at.seg) {
             dropped += s.len.saturating_sub(u64::from(at.off));
-            let p = dir.join(seg_name(s.id));
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .map_err(|e| io(format!("open {}", p.display()), e))?;
-            f.set_len(u64::from(at.off))
-                .and_then(|()| f.sync_all())
-                .map_err(|e| io(format!("truncate {}", p.display()), e))?;
-            s.len = u64::from(at.off);
+            cut_segment(dir, s, u64::from(at.off))?;
         }
         for (i, _) in lanes[l].todo.drain(..) {
             gone.push(segs[i].id);
