@@ -34,7 +34,10 @@ pub const STEP_BYTES: usize = 1 << 20;
 pub(crate) fn run(inner: Arc<Inner>, stop: Arc<AtomicBool>) {
     let mut last_sync = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(inner.opts.tick);
+        std::thread::park_timeout(inner.opts.tick);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         super::kv::checkpoint(&inner);
         super::kv::maybe_shrink(&inner);
         if let Some(every) = inner.opts.sync_interval {

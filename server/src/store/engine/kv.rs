@@ -319,6 +319,11 @@ impl Engine {
             let len = inner.slot_len(&s)?;
             *inner.live.lock().entry(s.seg).or_insert(0) += u64::from(len);
         }
+        if opts.sync_interval.is_some() {
+            // The sync marker names this boot from now on: a rebuild in
+            // this boot (the page cache intact) keeps every commit.
+            inner.log.sync_all()?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let bg = {
             let (inner, stop) = (inner.clone(), stop.clone());
@@ -537,10 +542,7 @@ impl Engine {
     /// Stops the engine as a crash would (tests): no sync, no flush, the
     /// index stays dirty.
     pub fn abandon(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(bg) = self.bg.take() {
-            let _ = bg.join();
-        }
+        self.stop_bg();
     }
 
     /// Closes cleanly: syncs the log, flushes the index, marks it clean.
@@ -548,11 +550,17 @@ impl Engine {
         self.shutdown()
     }
 
-    fn shutdown(&mut self) -> Result<(), StoreError> {
+    /// Stops the background thread now (it waits on a park, not a sleep).
+    fn stop_bg(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(bg) = self.bg.take() {
+            bg.thread().unpark();
             let _ = bg.join();
         }
+    }
+
+    fn shutdown(&mut self) -> Result<(), StoreError> {
+        self.stop_bg();
         let inner = &*self.inner;
         inner.log.sync_all()?;
         let mut ix = inner.index.write();

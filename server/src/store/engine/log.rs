@@ -277,6 +277,8 @@ pub struct Log {
     synced: Mutex<u64>,
     /// The sync marker file (see [`read_sync_marker`]), when kept.
     marker: Option<File>,
+    /// This boot, for the marker.
+    boot: u64,
 }
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -290,19 +292,34 @@ thread_local! {
 pub const SYNC_MARKER: &str = "synced";
 
 /// The sync marker: after each group commit's `fdatasync`, the sequence
-/// number below which every commit is durable, written and synced into
-/// `synced` (8 bytes LE and their CRC32C). After a power loss the lanes are
-/// each durable up to different points; recovery keeps every commit below
-/// the marker and, above it, only the gap-free run of sequence numbers, so
-/// a server recovers a prefix of its commits in sequence order.
-pub fn read_sync_marker(dir: &Path) -> Option<u64> {
+/// number below which every commit is durable and the boot that wrote it,
+/// written and synced into `synced` (two u64 LE and their CRC32C). After a
+/// power loss (the marker is from another boot) the lanes are each durable
+/// up to different points; recovery keeps every commit below the marker
+/// and, above it, only the gap-free run of sequence numbers, so a server
+/// recovers a prefix of its commits in sequence order.
+pub fn read_sync_marker(dir: &Path) -> Option<SyncMarker> {
     let b = fs::read(dir.join(SYNC_MARKER)).ok()?;
-    if b.len() != 12 {
+    if b.len() != 20 {
         return None;
     }
-    let v: [u8; 8] = b[..8].try_into().ok()?;
-    let crc = u32::from_le_bytes(b[8..12].try_into().ok()?);
-    (crc32c::crc32c(&v) == crc).then(|| u64::from_le_bytes(v))
+    let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
+    if crc32c::crc32c(&b[..16]) != crc {
+        return None;
+    }
+    Some(SyncMarker {
+        durable_below: u64::from_le_bytes(b[..8].try_into().ok()?),
+        boot: u64::from_le_bytes(b[8..16].try_into().ok()?),
+    })
+}
+
+/// What the sync marker says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncMarker {
+    /// Every commit numbered below this is durable.
+    pub durable_below: u64,
+    /// The boot that wrote it (see [`super::sys::boot_id`]).
+    pub boot: u64,
 }
 
 impl Log {
@@ -368,6 +385,7 @@ impl Log {
             dir_dirty: AtomicBool::new(false),
             synced: Mutex::new(0),
             marker,
+            boot: super::sys::boot_id(),
         };
         log.ensure_reserve();
         Ok(log)
@@ -615,10 +633,11 @@ impl Log {
                 sync_dir(&self.dir)?;
             }
             if let Some(m) = &self.marker {
-                let mut b = [0u8; 12];
+                let mut b = [0u8; 20];
                 b[..8].copy_from_slice(&upto.to_le_bytes());
-                let crc = crc32c::crc32c(&upto.to_le_bytes());
-                b[8..].copy_from_slice(&crc.to_le_bytes());
+                b[8..16].copy_from_slice(&self.boot.to_le_bytes());
+                let crc = crc32c::crc32c(&b[..16]);
+                b[16..].copy_from_slice(&crc.to_le_bytes());
                 m.write_all_at(&b, 0)
                     .and_then(|()| m.sync_data())
                     .map_err(|e| io("write the sync marker", e))?;

@@ -340,7 +340,9 @@ fn replay(
         if let Some(e) = expected.as_mut() {
             if seq > *e {
                 cut_after_gap(dir, segs, &mut lanes, &heads, *e)?;
-                return Ok((applied, kept_max.max(*e)));
+                // Numbering goes on from the missing number, so the run
+                // stays gap-free for the next power loss.
+                return Ok((applied, kept_max.max(*e - 1)));
             }
             if seq == *e {
                 *e += 1;
@@ -508,7 +510,6 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             }
         }
     };
-    let last_seg = segs.last().map_or(0, |s| s.id);
     match attempt {
         Ok((mut ix, info, clean)) => {
             let mut hdr = HeaderInfo {
@@ -519,7 +520,7 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             let (records, max_seq) =
                 replay(dir, &mut segs, &info.replay, None, &mut ix, idx_path, &hdr)?;
             hdr.next_seq = info.next_seq.max(max_seq + 1);
-            hdr.replay = nothing_to_replay(hdr.next_seq, last_seg);
+            hdr.replay = nothing_to_replay(hdr.next_seq, segs.last().map_or(0, |s| s.id));
             bound_seqs(&mut segs, hdr.next_seq);
             ix.write_header(&hdr);
             ix.flush_header()?;
@@ -563,11 +564,11 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                 max_seg: 0,
                 lanes: [None; MAX_LANES],
             };
-            let prefix_from = if power_loss {
-                read_sync_marker(dir)
-            } else {
-                None
-            };
+            // A marker from another boot: the machine went down with
+            // un-synced commits in the page cache, whatever the index says.
+            let prefix_from = read_sync_marker(dir)
+                .filter(|m| m.boot != boot || power_loss)
+                .map(|m| m.durable_below);
             let (records, max_seq) = replay(
                 dir,
                 &mut segs,
@@ -582,9 +583,11 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
             if ix.capacity() > packed.max(MIN_CAPACITY) + packed / 8 {
                 rehash(&mut ix, &tmp, &hdr0, 0, None)?;
             }
+            // After the cut: a deleted segment's id may be used again, and
+            // must then count as new.
             let hdr = HeaderInfo {
                 next_seq: max_seq + 1,
-                replay: nothing_to_replay(max_seq + 1, last_seg),
+                replay: nothing_to_replay(max_seq + 1, segs.last().map_or(0, |s| s.id)),
                 ..hdr0
             };
             bound_seqs(&mut segs, hdr.next_seq);
