@@ -657,11 +657,7 @@ fn after_a_power_loss_the_lanes_keep_a_prefix_of_the_commits() {
     assert!(lanes_after > 1, "phase 2 used one lane only");
     // And the machine restarted: the index says another boot wrote it.
     let idx = d.path().join("idx");
-    let mut h = std::fs::read(&idx).unwrap();
-    h[32] ^= 0xff;
-    let crc = crc32c::crc32c(&h[..196]);
-    h[196..200].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&idx, h).unwrap();
+    index_from_another_boot(&idx);
 
     let e = Engine::open(&d.path().join("log"), &idx, o).unwrap();
     assert!(
@@ -684,6 +680,15 @@ fn after_a_power_loss_the_lanes_keep_a_prefix_of_the_commits() {
     e.close().unwrap();
     let e = open(d.path(), 64 << 20);
     assert_eq!(get(&e, b"after"), Some(b"yes".to_vec()));
+}
+
+/// Makes the index header say that another boot wrote it.
+fn index_from_another_boot(idx: &Path) {
+    let mut h = std::fs::read(idx).unwrap();
+    h[32] ^= 0xff;
+    let crc = crc32c::crc32c(&h[..196]);
+    h[196..200].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(idx, h).unwrap();
 }
 
 /// Makes the sync marker say that another boot wrote it.
@@ -773,4 +778,70 @@ fn a_power_loss_that_took_the_index_still_keeps_a_prefix() {
         );
     }
     assert_eq!(get(&e, b"a0"), Some(v));
+}
+
+/// A power loss tore a record in a lane's sealed but un-synced segment:
+/// it is cut off like a torn tail, so compaction can still read every
+/// segment through.
+#[test]
+fn a_record_torn_in_a_sealed_segment_by_a_power_loss_is_cut() {
+    let d = tempfile::tempdir().unwrap();
+    let o = EngineOptions {
+        sync_interval: Some(Duration::from_secs(3600)),
+        lanes: 1,
+        ..opts(32 + 4096)
+    };
+    let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o.clone()).unwrap();
+    let v = vec![7u8; 300];
+    for i in 0..20u32 {
+        e.commit(&[put(format!("a{i}").as_bytes(), &v)], false)
+            .unwrap();
+    }
+    e.sync().unwrap();
+    for i in 0..100u32 {
+        e.commit(&[put(format!("b{i}").as_bytes(), &v)], false)
+            .unwrap();
+    }
+    e.abandon();
+    let m = std::fs::read(d.path().join("log/synced")).unwrap();
+    let marker = u64::from_le_bytes(m[..8].try_into().unwrap());
+    let segs = segments(d.path());
+    let hit = segs
+        .iter()
+        .position(|s| records_of(s).iter().any(|r| r.1 == marker))
+        .unwrap();
+    assert!(
+        hit + 1 < segs.len(),
+        "the lost record is in the last segment"
+    );
+    let mut b = std::fs::read(&segs[hit]).unwrap();
+    let &(at, _, len) = records_of(&segs[hit])
+        .iter()
+        .find(|r| r.1 == marker)
+        .unwrap();
+    b[at..at + len].fill(0);
+    std::fs::write(&segs[hit], b).unwrap();
+    marker_from_another_boot(&d.path().join("log"));
+    index_from_another_boot(&d.path().join("idx"));
+
+    let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o).unwrap();
+    for i in 0..20u32 {
+        assert_eq!(get(&e, format!("a{i}").as_bytes()), Some(v.clone()), "a{i}");
+    }
+    for seg in segments(d.path()) {
+        assert!(
+            records_of(&seg).iter().all(|r| r.1 < marker),
+            "{}",
+            seg.display()
+        );
+        let recs = records_of(&seg);
+        let end = recs.last().map_or(32, |r| r.0 + r.2) as u64;
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            end,
+            "{}",
+            seg.display()
+        );
+    }
+    e.compact_now().unwrap();
 }

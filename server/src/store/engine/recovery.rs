@@ -187,6 +187,12 @@ struct LaneReader<'a> {
     /// The segment being read: its index in `segs`, bytes, offset.
     cur: Option<(usize, Vec<u8>, usize)>,
     from_seq: u64,
+    /// After a power loss, the sync marker: an unreadable record right
+    /// after one numbered at least this minus one was torn by the power
+    /// loss, in any segment, and is cut off like a torn tail.
+    torn_above: Option<u64>,
+    /// The number of the last whole commit read in this lane.
+    last_seq: Option<u64>,
 }
 
 impl LaneReader<'_> {
@@ -245,6 +251,7 @@ impl LaneReader<'_> {
             }
             if let Some(seq) = done {
                 *off = at;
+                self.last_seq = Some(seq);
                 if seq >= self.from_seq {
                     return Ok(Some(Commit { seq, recs }));
                 }
@@ -255,11 +262,14 @@ impl LaneReader<'_> {
                 bad = Some("commit without its last record".into());
             }
             let lane_last = self.todo.is_empty();
+            let unsynced = self
+                .torn_above
+                .is_some_and(|m| self.last_seq.is_some_and(|s| s + 1 >= m));
             let len = buf.len();
             self.cur = None;
             if let Some(why) = bad {
                 let id = segs[i].id;
-                if lane_last {
+                if lane_last || unsynced {
                     tracing::warn!(
                         "segment {id}: torn tail at offset {start} ({why}); discarding {} bytes",
                         len - start
@@ -302,6 +312,8 @@ fn replay(
             todo: Default::default(),
             cur: None,
             from_seq: from.seq,
+            torn_above: prefix_from,
+            last_seq: None,
         })
         .collect();
     for (i, s) in segs.iter().enumerate() {
