@@ -226,6 +226,10 @@ fn copy_step(
         }
         Ok(())
     })();
-    inner.log.published(&app);
+    // A commit whose publishing failed part-way stays pending, so the
+    // replay point never passes it: a restart applies it whole.
+    if res.is_ok() {
+        inner.log.published(&app);
+    }
     res
 }

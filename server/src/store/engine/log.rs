@@ -610,7 +610,9 @@ impl Log {
     /// whoever syncs, syncs everything written so far, for every waiter).
     pub fn sync_to(&self, seq: u64) -> Result<(), StoreError> {
         let mut synced = self.synced.lock();
-        if *synced > seq {
+        // A deleted segment's directory entry still to sync is not covered
+        // by any sequence number: sync it even when nothing new was written.
+        if *synced > seq && !self.dir_dirty.load(Ordering::SeqCst) {
             return Ok(());
         }
         // Commits numbered below `upto` are written once their lane is
