@@ -21,6 +21,7 @@ use super::kv::Inner;
 use super::log::{Pos, SEG_HEADER_LEN};
 use super::record::{self, RecHeader, KIND_PUT};
 use crate::store::StoreError;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,16 +76,30 @@ pub(crate) fn compact_all(inner: &Inner) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Each segment's first sequence number with its id, smallest first.
+fn sorted_firsts(ranges: &BTreeMap<u32, (u64, u64)>) -> Vec<(u64, u32)> {
+    let mut firsts: Vec<(u64, u32)> = ranges.iter().map(|(&id, &(f, _))| (f, id)).collect();
+    firsts.sort_unstable();
+    firsts
+}
+
+/// The oldest record outside segment `id` (from [`sorted_firsts`]): a
+/// tombstone of `id` numbered above it may still hide an older version of
+/// its key there.
+fn oldest_elsewhere(firsts: &[(u64, u32)], id: u32) -> u64 {
+    firsts
+        .iter()
+        .find(|&&(_, s)| s != id)
+        .map_or(u64::MAX, |&(f, _)| f)
+}
+
 /// The segment to compact next, if any.
 fn pick(inner: &Inner) -> Option<u32> {
     let ranges = inner.log.seq_ranges();
     let segs: Vec<u32> = ranges.keys().copied().collect();
     let live = inner.live.lock().clone();
     let tombs = inner.tombs.lock().clone();
-    // The two smallest first sequence numbers: the oldest record outside
-    // any one segment.
-    let mut firsts: Vec<(u64, u32)> = ranges.iter().map(|(&id, &(f, _))| (f, id)).collect();
-    firsts.sort_unstable();
+    let firsts = sorted_firsts(&ranges);
     let mut total = 0u64;
     let mut total_live = 0u64;
     let mut best: Option<(f64, u32)> = None;
@@ -93,12 +108,8 @@ fn pick(inner: &Inner) -> Option<u32> {
         // Tombstones that must be kept (a segment elsewhere may hold an
         // older record of their key) are live: compacting would only copy
         // them.
-        let oldest_elsewhere = firsts
-            .iter()
-            .find(|&&(_, s)| s != id)
-            .map_or(u64::MAX, |&(f, _)| f);
         let max_seq = ranges.get(&id).map_or(u64::MAX, |r| r.1);
-        let kept = if oldest_elsewhere > max_seq {
+        let kept = if oldest_elsewhere(&firsts, id) > max_seq {
             0
         } else {
             tombs.get(&id).copied().unwrap_or(0)
@@ -131,14 +142,7 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
     let buf = inner.log.read_segment(id)?;
     // A tombstone may hide an older version of its key in another segment
     // as long as one holds a record numbered below it.
-    let oldest_elsewhere = inner
-        .log
-        .seq_ranges()
-        .into_iter()
-        .filter(|&(s, _)| s != id)
-        .map(|(_, (f, _))| f)
-        .min()
-        .unwrap_or(u64::MAX);
+    let oldest_elsewhere = oldest_elsewhere(&sorted_firsts(&inner.log.seq_ranges()), id);
     let mut off = SEG_HEADER_LEN as usize;
     let mut step: Vec<(RecHeader, &[u8], &[u8], u32)> = Vec::new();
     let mut step_bytes = 0usize;
