@@ -121,10 +121,16 @@ impl LogDataStore {
 impl DataStore for LogDataStore {
     fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Vec<u8>, StoreError> {
         if chunk == 0 {
-            if let Some(v) = self.small(ino)? {
-                let start = (offset as usize).min(v.len());
-                let end = (offset as usize).saturating_add(len as usize).min(v.len());
-                return Ok(v[start..end].to_vec());
+            if let Some(e) = self.eng.get() {
+                // Only the part asked for is copied out of the log.
+                let part = e.get_with(&data_key(ino), |v, _| {
+                    let start = (offset as usize).min(v.len());
+                    let end = (offset as usize).saturating_add(len as usize).min(v.len());
+                    v[start..end].to_vec()
+                })?;
+                if let Some(part) = part {
+                    return Ok(part);
+                }
             }
         }
         self.files.read(ino, chunk, offset, len)
@@ -147,16 +153,21 @@ impl DataStore for LogDataStore {
             }
             None => Vec::new(),
         };
+        // A new file's first write is its whole content: no copy to make.
+        let whole = cur.is_empty() && offset == 0;
         let mut new = cur;
-        if new.len() < end {
-            new.resize(end, 0);
+        if !whole {
+            if new.len() < end {
+                new.resize(end, 0);
+            }
+            new[offset as usize..end].copy_from_slice(data);
         }
-        new[offset as usize..end].copy_from_slice(data);
-        if new.len() <= self.small_max as usize {
+        let value: &[u8] = if whole { data } else { &new };
+        if value.len() <= self.small_max as usize {
             return self.engine_mut()?.commit(
                 &[Op::Put {
                     key: &key,
-                    value: &new,
+                    value,
                     tag: TAG_DATA,
                     group: 0,
                 }],
@@ -164,7 +175,8 @@ impl DataStore for LogDataStore {
             );
         }
         // Move out of the log: the file first, then the record goes.
-        self.files.replace_chunk(ino, 0, &new, self.durable_moves)?;
+        self.files
+            .replace_chunk(ino, 0, value, self.durable_moves)?;
         self.engine_mut()?
             .commit(&[Op::Del { key: &key }], self.always)
     }

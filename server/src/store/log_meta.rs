@@ -215,10 +215,9 @@ impl LogMetaStore {
 
 impl MetaStore for LogMetaStore {
     fn get_inode(&self, path: &str) -> Result<Option<InodeRecord>, StoreError> {
-        match self.eng.get(&inode_key(path))? {
-            Some(g) => Ok(Some(decode_record(path, &g.value)?)),
-            None => Ok(None),
-        }
+        self.eng
+            .get_with(&inode_key(path), |v, _| decode_record(path, v))?
+            .transpose()
     }
 
     fn get_entry(&self, dir: &str, name: &str) -> Result<Option<DirEntry>, StoreError> {

@@ -205,7 +205,9 @@ impl Inner {
     ) -> Result<T, StoreError> {
         let len = self.slot_len(s)?;
         self.log
-            .with_bytes(s.pos(), len, |buf| record::decode(buf).map(f))?
+            .with_record_bytes(s.pos(), len, |buf, written_here| {
+                record::decode_checked(buf, !written_here).map(f)
+            })?
     }
 
     /// The length of the record a slot points at (from the slot, or from
@@ -233,6 +235,7 @@ impl Inner {
         frees: bool,
     ) -> Result<super::log::Appended, StoreError> {
         let app = self.log.append(frees, |buf| {
+            buf.reserve_exact(recs.iter().map(|r| r.0.total_len()).sum());
             recs.iter()
                 .enumerate()
                 .map(|(i, (h, k, v))| {
@@ -452,16 +455,28 @@ impl Engine {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Got>, StoreError> {
+        self.get_with(key, |value, tag| Got {
+            value: value.to_vec(),
+            tag,
+        })
+    }
+
+    /// Runs `f` on the value (and tag) of `key` in place, without copying
+    /// it out of the log; `f` runs under the index's read lock, so it must
+    /// be short (a decode, a copy of the part wanted).
+    pub fn get_with<T>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8], u16) -> T,
+    ) -> Result<Option<T>, StoreError> {
         let inner = &*self.inner;
         let ix = inner.index.read();
+        let mut f = Some(f);
         let mut got = None;
         let found = ix.find(slot_hash(key_hash(key)), |s| {
             inner.with_record(s, |rec| {
                 if rec.key == key {
-                    got = Some(Got {
-                        value: rec.value.to_vec(),
-                        tag: rec.h.tag,
-                    });
+                    got = f.take().map(|f| f(rec.value, rec.h.tag));
                     true
                 } else {
                     false
