@@ -490,6 +490,11 @@ impl Index {
         (self.used + extra) * 100 > self.cap * MAX_LOAD_PCT
     }
 
+    /// Inserts the table takes before [`Index::needs_grow_by`] says grow.
+    pub fn room(&self) -> u64 {
+        (self.cap * MAX_LOAD_PCT / 100).saturating_sub(self.used)
+    }
+
     /// A new table at `path` holding every valid slot of this one, with
     /// room for `extra` more keys, [`TARGET_LOAD_PCT`] full after them
     /// (`load_pct` overrides the fill: a rebuild grows with room to spare

@@ -24,13 +24,20 @@ use crate::store::StoreError;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Number of key stripe locks.
 const STRIPES: usize = 1024;
+
+/// [`Inner::room`] must exceed a commit's inserts by this much for the
+/// commit to skip the index lock when it checks for room: more than the
+/// inserts of all the commits that are between that check and their
+/// publish at once (a few per server thread). Past the load limit the
+/// table still has a tenth of its slots free, at least 102.
+const ROOM_SLACK: u64 = 1024;
 
 /// The hash of a key in the index.
 pub fn key_hash(key: &[u8]) -> u64 {
@@ -128,6 +135,9 @@ pub struct Stats {
 pub(crate) struct Inner {
     pub(crate) log: Log,
     pub(crate) index: RwLock<Index>,
+    /// The index's [`Index::room`] as last seen under its lock: commits
+    /// read it instead of taking the lock while it is far from zero.
+    room: AtomicU64,
     pub(crate) hdr: Mutex<HeaderInfo>,
     idx_path: PathBuf,
     stripes: Box<[Mutex<()>]>,
@@ -185,8 +195,15 @@ impl Inner {
 
     /// Grows the index if `extra` more inserts would pass its load limit.
     fn reserve(&self, extra: u64) -> Result<(), StoreError> {
-        if !self.index.read().needs_grow_by(extra) {
+        if self.room.load(Ordering::Relaxed) >= extra + ROOM_SLACK {
             return Ok(());
+        }
+        {
+            let ix = self.index.read();
+            self.note_room(&ix);
+            if !ix.needs_grow_by(extra) {
+                return Ok(());
+            }
         }
         let mut ix = self.index.write();
         if ix.needs_grow_by(extra) {
@@ -194,7 +211,13 @@ impl Inner {
             recovery::grow(&mut ix, &self.idx_path, &hdr, extra)?;
             tracing::debug!("index rehashed to {} slots", ix.capacity());
         }
+        self.note_room(&ix);
         Ok(())
+    }
+
+    /// Records the index's room (the caller holds its lock).
+    pub(crate) fn note_room(&self, ix: &Index) {
+        self.room.store(ix.room(), Ordering::Relaxed);
     }
 
     /// Runs `f` on the whole record a slot points at, decoded in place.
@@ -309,6 +332,7 @@ impl Engine {
         }
         let inner = Arc::new(Inner {
             log,
+            room: AtomicU64::new(o.index.room()),
             index: RwLock::new(o.index),
             hdr: Mutex::new(o.hdr),
             idx_path: idx_path.to_path_buf(),
@@ -372,7 +396,9 @@ impl Engine {
         // nothing). Later ops of the same commit are kept as they are.
         let mut recs: Vec<(RecHeader, &[u8], &[u8])> = Vec::with_capacity(ops.len());
         {
-            let ix = inner.index.read();
+            // Taken only for a delete's check: a commit of puts alone
+            // does not touch the index before it publishes.
+            let mut ix = None;
             for op in ops {
                 match *op {
                     Op::Put {
@@ -395,7 +421,8 @@ impl Engine {
                     )),
                     Op::Del { key } => {
                         let later_put = recs.iter().any(|r| r.1 == key);
-                        if later_put || inner.find(&ix, key)?.is_some() {
+                        let ix = ix.get_or_insert_with(|| inner.index.read());
+                        if later_put || inner.find(ix, key)?.is_some() {
                             recs.push((
                                 RecHeader {
                                     kind: KIND_DEL,
@@ -443,6 +470,7 @@ impl Engine {
                     ix.remove(i);
                 }
             }
+            inner.note_room(&ix);
             Ok(())
         })();
         // A commit whose publishing failed part-way stays pending, so the
@@ -619,7 +647,10 @@ pub(crate) fn maybe_shrink(inner: &Inner) {
     if sparse(&ix) {
         let hdr = *inner.hdr.lock();
         match recovery::grow(&mut ix, &inner.idx_path, &hdr, 0) {
-            Ok(()) => tracing::debug!("index shrunk to {} slots", ix.capacity()),
+            Ok(()) => {
+                inner.note_room(&ix);
+                tracing::debug!("index shrunk to {} slots", ix.capacity())
+            }
             Err(e) => tracing::warn!("index shrink: {e}"),
         }
     }
