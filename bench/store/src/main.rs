@@ -25,7 +25,7 @@
 //!
 //! Usage: `sealfs-store-bench --dir /mnt/ext4j/bench [--files 200000]
 //! [--threads 8] [--sync fsync|always|none] [--restart-files 1000000] [--only engine,redb,plain,restart]
-//! [--no-reads] [--rounds N]`: `--rounds` runs the stat and read phases N
+//! [--no-reads] [--no-compaction] [--rounds N]`: `--rounds` runs the stat and read phases N
 //! times each and reports their median rate (steadier figures, and a
 //! profile of the read paths).
 
@@ -64,6 +64,8 @@ struct Args {
     no_reads: bool,
     /// Times the stat and read phases run (the median rate is reported).
     rounds: u64,
+    /// Run the engine without background compaction (to see its cost).
+    no_compaction: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         only: None,
         no_reads: false,
         rounds: 1,
+        no_compaction: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--only" => a.only = Some(v()?),
             "--no-reads" => a.no_reads = true,
+            "--no-compaction" => a.no_compaction = true,
             "--rounds" => {
                 a.rounds = v()?
                     .parse::<u64>()
@@ -146,6 +150,8 @@ trait Target: Send + Sync {
     fn delete(&self, t: u64, i: u64);
     /// Said after the create phase (sizes).
     fn report(&self, _files: u64) {}
+    /// Said after the delete phase (compaction's work).
+    fn report_end(&self) {}
 }
 
 fn ino_of(t: u64, i: u64) -> u64 {
@@ -199,6 +205,16 @@ impl Target for EngineTarget {
             ])
             .unwrap();
         self.data.remove(ino_of(t, i)).unwrap();
+    }
+    fn report_end(&self) {
+        let m = self.meta.engine().stats();
+        let d = self.data.engine().map(|e| e.stats()).unwrap_or_default();
+        eprintln!(
+            "  compacted so far: {} meta and {} data segments; {:.1} MiB of segments left",
+            m.compacted,
+            d.compacted,
+            (m.segment_bytes + d.segment_bytes) as f64 / 1048576.0
+        );
     }
     fn report(&self, files: u64) {
         let m = self.meta.engine().stats().index_bytes;
@@ -349,6 +365,9 @@ fn run_phases(
         if p == 0 {
             target.report(files / threads * threads);
         }
+        if p == 3 {
+            target.report_end();
+        }
     }
     out
 }
@@ -437,6 +456,7 @@ fn main() {
     };
     let opts = EngineOptions {
         sync_interval: (a.sync == Policy::Fsync).then_some(sealfs_server::LAZY_SYNC_INTERVAL),
+        compaction: !a.no_compaction,
         ..Default::default()
     };
     println!(

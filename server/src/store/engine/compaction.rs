@@ -17,7 +17,7 @@
 //! older version there), and dropped once none does.
 
 use super::index::Slot;
-use super::kv::Inner;
+use super::kv::{Inner, DROP_SLOTS};
 use super::log::{Pos, SEG_HEADER_LEN};
 use super::record::{self, RecHeader, KIND_PUT};
 use crate::store::StoreError;
@@ -25,6 +25,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A segment in which a record died this many background ticks ago or
+/// less is still emptying: compaction leaves it for later (1 s at the
+/// default 50 ms tick) unless the log's bytes exceed its live bytes by
+/// more than [`HOT_SPACE_AMP`]. Measured on the store bench (200 000
+/// files, 8 threads): copying records out of segments that a sweep of
+/// deletes was emptying cost a fifth of the delete phase.
+pub const COOL_TICKS: u64 = 20;
+/// Space amplification past which still-emptying segments are compacted
+/// too (the bound the engine keeps is 1.5).
+pub const HOT_SPACE_AMP: f64 = 1.35;
 
 /// Most records copied per step.
 pub const STEP_RECORDS: usize = 128;
@@ -39,6 +50,7 @@ pub(crate) fn run(inner: Arc<Inner>, stop: Arc<AtomicBool>) {
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        inner.tick.fetch_add(1, Ordering::Relaxed);
         super::kv::checkpoint(&inner);
         super::kv::maybe_shrink(&inner);
         if let Some(every) = inner.opts.sync_interval {
@@ -103,6 +115,8 @@ fn pick(inner: &Inner) -> Option<u32> {
     let mut total = 0u64;
     let mut total_live = 0u64;
     let mut best: Option<(f64, u32)> = None;
+    let now = inner.tick.load(Ordering::Relaxed);
+    let mut hot: Vec<(f64, u32)> = Vec::new();
     for &id in &segs {
         let len = inner.log.seg_len(id);
         // Tombstones that must be kept (a segment elsewhere may hold an
@@ -121,12 +135,27 @@ fn pick(inner: &Inner) -> Option<u32> {
             continue;
         }
         let frac = l as f64 / len as f64;
+        let dropped = inner.dropped[id as usize % DROP_SLOTS].load(Ordering::Relaxed);
+        if l > 0 && now.saturating_sub(dropped) < COOL_TICKS {
+            hot.push((frac, id));
+            continue;
+        }
         if best.is_none_or(|(f, _)| frac < f) {
             best = Some((frac, id));
         }
     }
-    let (frac, id) = best?;
     let amp = total as f64 / total_live.max(1) as f64;
+    // A segment whose records are still dying is left to empty itself
+    // (a sweep of deletes would otherwise have its last live records
+    // copied just before they die too) until space runs short.
+    if amp > HOT_SPACE_AMP.max(inner.opts.max_space_amp) {
+        for h in hot {
+            if best.is_none_or(|(f, _)| h.0 < f) {
+                best = Some(h);
+            }
+        }
+    }
+    let (frac, id) = best?;
     if frac < 0.5 || (amp > inner.opts.max_space_amp && frac < 0.9) {
         Some(id)
     } else {

@@ -177,6 +177,12 @@ pub(crate) struct Inner {
     stripes: Box<[Mutex<()>]>,
     /// Live record bytes per segment.
     pub(crate) live: Mutex<HashMap<u32, u64>>,
+    /// Per segment (by id modulo its length): the background tick at which
+    /// a record in it last died. Compaction leaves a segment that is
+    /// still emptying alone (see [`super::compaction`]).
+    pub(crate) dropped: Box<[AtomicU64]>,
+    /// Background ticks since open.
+    pub(crate) tick: AtomicU64,
     /// Tombstone bytes per segment written since open (compaction counts
     /// them as live while they may still hide an older record).
     pub(crate) tombs: Mutex<HashMap<u32, u64>>,
@@ -323,7 +329,7 @@ impl Inner {
     ) -> Result<(), StoreError> {
         match ix.probe(s.hash, |x| self.is_key(x, key))? {
             Probe::Found(i, old) => {
-                sub_live(live, old.seg, self.slot_len(&old)?);
+                self.sub_live(live, old.seg, self.slot_len(&old)?);
                 ix.replace(i, &s);
             }
             Probe::Absent(Some(i)) => ix.insert_at(i, &s),
@@ -333,6 +339,18 @@ impl Inner {
         }
         *live.entry(s.seg).or_insert(0) += u64::from(self.slot_len(&s)?);
         Ok(())
+    }
+}
+
+/// Length of [`Inner::dropped`].
+pub(crate) const DROP_SLOTS: usize = 1024;
+
+impl Inner {
+    /// `len` bytes of segment `seg` died (noted for compaction).
+    fn sub_live(&self, live: &mut HashMap<u32, u64>, seg: u32, len: u32) {
+        self.dropped[seg as usize % DROP_SLOTS]
+            .store(self.tick.load(Ordering::Relaxed), Ordering::Relaxed);
+        sub_live(live, seg, len);
     }
 }
 
@@ -372,6 +390,8 @@ impl Engine {
             idx_path: idx_path.to_path_buf(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             live: Mutex::new(live),
+            dropped: (0..DROP_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            tick: AtomicU64::new(0),
             tombs: Mutex::new(HashMap::new()),
             opts: opts.clone(),
             compacted: Default::default(),
@@ -510,7 +530,7 @@ impl Engine {
                         &mut live,
                     )?;
                 } else if let Some((i, old)) = inner.find(&ix, key)? {
-                    sub_live(&mut live, old.seg, inner.slot_len(&old)?);
+                    inner.sub_live(&mut live, old.seg, inner.slot_len(&old)?);
                     ix.remove(i);
                 }
             }
