@@ -79,29 +79,36 @@ fn values_survive_clean_close_and_crash() {
     assert_eq!(e.stats().keys, 1000);
 }
 
-/// Reads skip the record checksum only in segments this process wrote;
-/// a record that the disk gives back changed is refused (EIO), not served.
-#[test]
-fn a_record_changed_on_disk_is_refused_after_a_restart() {
-    let d = tempfile::tempdir().unwrap();
-    let e = open(d.path(), 1 << 20);
-    let value = vec![b'v'; 300];
-    e.commit(&[put(b"good", b"kept")], true).unwrap();
-    e.commit(&[put(b"flipped", &value)], true).unwrap();
-    // Written here this boot: read back from this process's own pages.
-    assert_eq!(get(&e, b"flipped"), Some(value.clone()));
-    e.close().unwrap();
-    let seg = segments(d.path()).pop().unwrap();
+/// Flips one byte of `value` where it lies in the newest segment file.
+fn flip_on_disk(dir: &Path, value: &[u8]) {
+    let seg = segments(dir).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes
-        .windows(value.len())
-        .position(|w| w == value.as_slice())
-        .unwrap();
+    let at = bytes.windows(value.len()).position(|w| w == value).unwrap();
     bytes[at + 100] ^= 0x20;
     std::fs::write(&seg, &bytes).unwrap();
+}
+
+/// Every read checks the record's CRC: a record changed on disk gives EIO,
+/// both in a segment written by the running engine and after a restart.
+#[test]
+fn a_record_changed_on_disk_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let e = open(d.path(), 1 << 20);
+    let (v1, v2) = (vec![b'v'; 300], vec![b'w'; 300]);
+    e.commit(&[put(b"good", b"kept")], true).unwrap();
+    e.commit(&[put(b"live", &v1)], true).unwrap();
+    assert_eq!(get(&e, b"live"), Some(v1.clone()));
+    // The segment this engine is writing, changed under it.
+    flip_on_disk(d.path(), &v1);
+    let err = e.get(b"live").unwrap_err();
+    assert_eq!(err.errno(), sealfs_proto::Errno::EIO, "{err}");
+    e.commit(&[put(b"after", &v2)], true).unwrap();
+    e.close().unwrap();
+    // A segment found at open.
+    flip_on_disk(d.path(), &v2);
     let e = open(d.path(), 1 << 20);
     assert_eq!(*e.open_how(), OpenHow::Clean);
-    let err = e.get(b"flipped").unwrap_err();
+    let err = e.get(b"after").unwrap_err();
     assert_eq!(err.errno(), sealfs_proto::Errno::EIO, "{err}");
     assert_eq!(get(&e, b"good"), Some(b"kept".to_vec()));
 }

@@ -149,15 +149,6 @@ impl IndexLock {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Shared access if no writer holds it now.
-    pub(crate) fn try_read(&self) -> Option<ShardedLockReadGuard<'_, Index>> {
-        match self.0.try_read() {
-            Ok(g) => Some(g),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
-    }
-
     /// Exclusive access.
     pub(crate) fn write(&self) -> ShardedLockWriteGuard<'_, Index> {
         self.0
@@ -179,7 +170,8 @@ pub(crate) struct Inner {
     pub(crate) live: Mutex<HashMap<u32, u64>>,
     /// Per segment (by id modulo its length): the background tick at which
     /// a record in it last died. Compaction leaves a segment that is
-    /// still emptying alone (see [`super::compaction`]).
+    /// still emptying alone (see [`super::compaction`]). Two segments that
+    /// share a slot only delay each other's compaction.
     pub(crate) dropped: Box<[AtomicU64]>,
     /// Background ticks since open.
     pub(crate) tick: AtomicU64,
@@ -268,9 +260,7 @@ impl Inner {
     ) -> Result<T, StoreError> {
         let len = self.slot_len(s)?;
         self.log
-            .with_record_bytes(s.pos(), len, |buf, written_here| {
-                record::decode_checked(buf, !written_here).map(f)
-            })?
+            .with_bytes(s.pos(), len, |buf| record::decode(buf).map(f))?
     }
 
     /// The length of the record a slot points at (from the slot, or from
@@ -391,7 +381,8 @@ impl Engine {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             live: Mutex::new(live),
             dropped: (0..DROP_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            tick: AtomicU64::new(0),
+            // Untouched segments (tick 0) count as cold from the start.
+            tick: AtomicU64::new(super::compaction::COOL_TICKS),
             tombs: Mutex::new(HashMap::new()),
             opts: opts.clone(),
             compacted: Default::default(),
@@ -448,10 +439,6 @@ impl Engine {
         // Deletes of absent keys need no record (no older version of an
         // absent key can win a replay: its last record is a tombstone or
         // nothing). Later ops of the same commit are kept as they are.
-        // The check is skipped, and the tombstone written anyway, when the
-        // index is busy: a tombstone too many is only dead bytes for
-        // compaction, while waiting for the lock parked most deleting
-        // threads here (8 threads on 2 cores).
         let mut recs: Vec<(RecHeader, &[u8], &[u8])> = Vec::with_capacity(ops.len());
         {
             // Taken only for a delete's check: a commit of puts alone
@@ -479,14 +466,8 @@ impl Engine {
                     )),
                     Op::Del { key } => {
                         let later_put = recs.iter().any(|r| r.1 == key);
-                        if ix.is_none() {
-                            ix = Some(inner.index.try_read());
-                        }
-                        let present = match ix.as_ref() {
-                            Some(Some(ix)) => inner.find(ix, key)?.is_some(),
-                            _ => true,
-                        };
-                        if later_put || present {
+                        let ix = ix.get_or_insert_with(|| inner.index.read());
+                        if later_put || inner.find(ix, key)?.is_some() {
                             recs.push((
                                 RecHeader {
                                     kind: KIND_DEL,

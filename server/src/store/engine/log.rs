@@ -140,24 +140,13 @@ pub(crate) struct Seg {
     first_seq: AtomicU64,
     /// At least the sequence number of its last record.
     max_seq: AtomicU64,
-    /// Made by this process (see [`Log::with_record_bytes`]): every byte
-    /// in it was written by this log, in this boot, and read back through
-    /// the page cache, so reads need not re-verify record checksums.
-    written_here: bool,
 }
 
 impl Seg {
     /// Opens the segment's mapping over `map_len` bytes (the file may still
     /// be shorter: only bytes below its length are ever read through the
     /// map, see [`Log::with_bytes`]). A failed mapping falls back to `pread`.
-    fn new(
-        id: u32,
-        file: File,
-        len: u64,
-        map_len: u64,
-        seqs: (u64, u64),
-        written_here: bool,
-    ) -> Seg {
+    fn new(id: u32, file: File, len: u64, map_len: u64, seqs: (u64, u64)) -> Seg {
         let map = usize::try_from(map_len).ok().and_then(|len| {
             // SAFETY: the mapping is read-only and shared; the segment
             // files belong to this store alone, are never truncated below a
@@ -175,7 +164,6 @@ impl Seg {
             len: AtomicU64::new(len),
             first_seq: AtomicU64::new(seqs.0),
             max_seq: AtomicU64::new(seqs.1),
-            written_here,
         }
     }
 }
@@ -372,14 +360,7 @@ impl Log {
                 .map_err(|e| io(format!("open {}", p.display()), e))?;
             files.insert(
                 s.id,
-                Arc::new(Seg::new(
-                    s.id,
-                    f,
-                    s.len,
-                    s.len,
-                    (s.first_seq, s.max_seq),
-                    false,
-                )),
+                Arc::new(Seg::new(s.id, f, s.len, s.len, (s.first_seq, s.max_seq))),
             );
         }
         let lanes = lanes.clamp(1, MAX_LANES);
@@ -592,7 +573,6 @@ impl Log {
             SEG_HEADER_LEN,
             self.seg_size,
             (u64::MAX, 0),
-            true,
         ));
         // Active before it is listed, so compaction never takes it for an
         // empty sealed segment.
@@ -693,21 +673,6 @@ impl Log {
         len: u32,
         f: impl FnOnce(&[u8]) -> T,
     ) -> Result<T, StoreError> {
-        self.with_record_bytes(pos, len, |b, _| f(b))
-    }
-
-    /// [`Log::with_bytes`], also telling `f` whether the bytes come from a
-    /// segment this process wrote (`true`: the mapping of a segment made
-    /// since open, whose every record this log appended; its pages are the
-    /// ones this process wrote, like a block cache's, so a reader may skip
-    /// the record checksum, which guards against what the disk gives
-    /// back). Segments found at open, and `pread` copies, say `false`.
-    pub fn with_record_bytes<T>(
-        &self,
-        pos: Pos,
-        len: u32,
-        f: impl FnOnce(&[u8], bool) -> T,
-    ) -> Result<T, StoreError> {
         let files = self.files();
         let seg = files.get(&pos.seg).ok_or_else(|| {
             StoreError::Corrupt(format!("index points at missing segment {}", pos.seg))
@@ -715,7 +680,7 @@ impl Log {
         let (start, end) = (pos.off as usize, pos.off as usize + len as usize);
         if end as u64 <= seg.len.load(Ordering::Acquire) {
             if let Some(b) = seg.map.as_ref().and_then(|m| m.get(start..end)) {
-                return Ok(f(b, seg.written_here));
+                return Ok(f(b));
             }
         }
         let seg = seg.clone();
@@ -724,7 +689,7 @@ impl Log {
         seg.file
             .read_exact_at(&mut buf, u64::from(pos.off))
             .map_err(|e| io(format!("read {} at {}", seg_name(pos.seg), pos.off), e))?;
-        Ok(f(&buf, false))
+        Ok(f(&buf))
     }
 
     /// Ids of all segments, ascending.

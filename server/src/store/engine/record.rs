@@ -178,13 +178,6 @@ pub struct Rec<'a> {
 
 /// Decodes and verifies the record at the start of `b`.
 pub fn decode(b: &[u8]) -> Result<Rec<'_>, StoreError> {
-    decode_checked(b, true)
-}
-
-/// Decodes the record at the start of `b`, checking its CRC if `verify`
-/// (a reader of bytes this process wrote itself may skip it: see
-/// [`super::log::Log::with_record_bytes`]). The header is always checked.
-pub fn decode_checked(b: &[u8], verify: bool) -> Result<Rec<'_>, StoreError> {
     let h = decode_header(b).ok_or_else(|| StoreError::Corrupt("bad record header".into()))?;
     let body = REC_HEADER_LEN + h.key_len as usize + h.val_len as usize;
     if b.len() < body {
@@ -195,9 +188,6 @@ pub fn decode_checked(b: &[u8], verify: bool) -> Result<Rec<'_>, StoreError> {
     }
     let key = &b[REC_HEADER_LEN..REC_HEADER_LEN + h.key_len as usize];
     let value = &b[REC_HEADER_LEN + h.key_len as usize..body];
-    if !verify {
-        return Ok(Rec { h, key, value });
-    }
     let mut head = [0u8; OFF_CRC];
     head.copy_from_slice(&b[..OFF_CRC]);
     head[OFF_SEQ..OFF_SEQ + 8].fill(0);
