@@ -7,7 +7,7 @@
 //! * `engine`: the packed-log stores (`LogMetaStore` + `LogDataStore`), sync
 //!   policy `--sync`, as a server runs them: `fsync` (the default: commits
 //!   reach the page cache and are made durable by the background sync
-//!   every second or by an fsync), `always` (every commit durable when it
+//!   every 5 s or by an fsync), `always` (every commit durable when it
 //!   returns, group-committed), `none`;
 //! * `redb`: the same records (inode, entry, data) in one redb database, one
 //!   write transaction per create/delete, durable as the engine's commits
@@ -25,9 +25,10 @@
 //!
 //! Usage: `sealfs-store-bench --dir /mnt/ext4j/bench [--files 200000]
 //! [--threads 8] [--sync fsync|always|none] [--restart-files 1000000] [--only engine,redb,plain,restart]
-//! [--no-reads] [--no-compaction] [--rounds N]`: `--rounds` runs the stat and read phases N
-//! times each and reports their median rate (steadier figures, and a
-//! profile of the read paths).
+//! [--no-reads] [--no-compaction] [--rounds N]`: `--rounds` runs the stat
+//! and read phases N times each and reports their median rate (steadier
+//! figures, and a profile of the read paths); `--no-compaction` runs the
+//! engine without background compaction, to see what it costs.
 
 use sealfs_proto::{Attr, DirEntry, FileKind, Inode, Timespec};
 use sealfs_server::engine::EngineOptions;
