@@ -340,13 +340,9 @@ impl Inner {
     fn sub_live(&self, live: &mut HashMap<u32, u64>, seg: u32, len: u32) {
         self.dropped[seg as usize % DROP_SLOTS]
             .store(self.tick.load(Ordering::Relaxed), Ordering::Relaxed);
-        sub_live(live, seg, len);
-    }
-}
-
-fn sub_live(live: &mut HashMap<u32, u64>, seg: u32, len: u32) {
-    if let Some(v) = live.get_mut(&seg) {
-        *v = v.saturating_sub(u64::from(len));
+        if let Some(v) = live.get_mut(&seg) {
+            *v = v.saturating_sub(u64::from(len));
+        }
     }
 }
 
