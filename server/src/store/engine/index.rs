@@ -487,12 +487,17 @@ impl Index {
 
     /// Whether `extra` more inserts would pass the load limit.
     pub fn needs_grow_by(&self, extra: u64) -> bool {
-        (self.used + extra) * 100 > self.cap * MAX_LOAD_PCT
+        self.used + extra > self.load_limit()
     }
 
     /// Inserts the table takes before [`Index::needs_grow_by`] says grow.
     pub fn room(&self) -> u64 {
-        (self.cap * MAX_LOAD_PCT / 100).saturating_sub(self.used)
+        self.load_limit().saturating_sub(self.used)
+    }
+
+    /// Most used slots (valid and deleted) before the table must grow.
+    fn load_limit(&self) -> u64 {
+        self.cap * MAX_LOAD_PCT / 100
     }
 
     /// A new table at `path` holding every valid slot of this one, with
