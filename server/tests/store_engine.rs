@@ -88,7 +88,7 @@ fn flip_on_disk(dir: &Path, value: &[u8]) {
     std::fs::write(&seg, &bytes).unwrap();
 }
 
-/// Every read checks the record's CRC: a record changed on disk gives EIO,
+/// Every read checks the record's check value: a record changed on disk gives EIO,
 /// both in a segment written by the running engine and after a restart.
 #[test]
 fn a_record_changed_on_disk_is_refused() {
@@ -111,6 +111,26 @@ fn a_record_changed_on_disk_is_refused() {
     let err = e.get(b"after").unwrap_err();
     assert_eq!(err.errno(), sealfs_proto::Errno::EIO, "{err}");
     assert_eq!(get(&e, b"good"), Some(b"kept".to_vec()));
+}
+
+/// A segment of an older format is refused with a message that names its
+/// version, not taken for garbage (and nothing is removed).
+#[test]
+fn a_segment_of_another_format_version_is_refused_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let e = open(d.path(), 1 << 20);
+    e.commit(&[put(b"k", b"v")], true).unwrap();
+    e.close().unwrap();
+    let seg = segments(d.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Engine::open(&d.path().join("log"), &d.path().join("idx"), opts(1 << 20))
+        .err()
+        .expect("an old segment must not open");
+    let msg = err.to_string();
+    assert!(msg.contains("format version 2"), "{msg}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
 }
 
 #[test]

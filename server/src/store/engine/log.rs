@@ -40,8 +40,9 @@ use std::sync::Arc;
 
 /// `"SEALSEG1"`: the first bytes of every segment.
 pub const SEG_MAGIC: &[u8; 8] = b"SEALSEG1";
-/// Format version of segments and records (2: lanes, the check value).
-pub const SEG_VERSION: u32 = 2;
+/// Format version of segments and records (2: lanes, the check value;
+/// 3: the check value is XXH3, not CRC32C).
+pub const SEG_VERSION: u32 = 3;
 /// Length of the segment header; the first record starts here.
 pub const SEG_HEADER_LEN: u64 = 32;
 /// Most lanes a log has (the index header has room for this many).
@@ -94,14 +95,19 @@ fn seg_header(id: u32, log_id: u64, lane: u32) -> [u8; SEG_HEADER_LEN as usize] 
     h
 }
 
-/// Reads a segment header: its log id and lane, if it is one of ours.
-pub fn check_seg_header(b: &[u8], id: u32) -> Option<(u64, u32)> {
+/// The format version in a segment header, if it starts like one.
+pub fn seg_header_version(b: &[u8]) -> Option<u32> {
     if b.len() < SEG_HEADER_LEN as usize || &b[0..8] != SEG_MAGIC {
         return None;
     }
-    let v = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-    let sid = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
-    if v != SEG_VERSION || sid != id {
+    Some(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
+}
+
+/// Reads a segment header: its log id and lane, if it is one of ours.
+pub fn check_seg_header(b: &[u8], id: u32) -> Option<(u64, u32)> {
+    if seg_header_version(b)? != SEG_VERSION
+        || u32::from_le_bytes([b[12], b[13], b[14], b[15]]) != id
+    {
         return None;
     }
     let mut l = [0u8; 8];

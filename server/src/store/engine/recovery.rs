@@ -24,8 +24,8 @@
 
 use super::index::{slot_hash, HeaderInfo, Index, Slot, MIN_CAPACITY};
 use super::log::{
-    check_seg_header, list_segments, read_first_seq, read_sync_marker, seg_name, sync_dir, Pos,
-    ReplayPoint, SegInfo, MAX_LANES, SEG_HEADER_LEN,
+    check_seg_header, list_segments, read_first_seq, read_sync_marker, seg_header_version, seg_name,
+    sync_dir, Pos, ReplayPoint, SegInfo, MAX_LANES, SEG_HEADER_LEN, SEG_VERSION,
 };
 use super::record::{self, RecHeader, FLAG_COMMIT, KIND_PUT, REC_HEADER_LEN};
 use super::sys;
@@ -462,6 +462,14 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                     "{} belongs to log {l:016x}, not {:016x}",
                     p.display(),
                     log_id.unwrap_or(0)
+                )))
+            }
+            None if seg_header_version(&head).is_some_and(|v| v != SEG_VERSION) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is in segment format version {}; this build reads version \
+                     {SEG_VERSION} only (read the files out with the SealFS that wrote them)",
+                    p.display(),
+                    seg_header_version(&head).unwrap_or(0)
                 )))
             }
             None if len <= SEG_HEADER_LEN => {
