@@ -113,6 +113,56 @@ fn a_record_changed_on_disk_is_refused() {
     assert_eq!(get(&e, b"good"), Some(b"kept".to_vec()));
 }
 
+/// Appends go through a mapping of blocks allocated ahead: a crash leaves
+/// the active segment longer than its records, with zeros after them. The
+/// restart keeps every record, trims the zeros without calling them torn,
+/// and appends after the last record.
+#[test]
+fn zeros_allocated_ahead_of_appends_are_trimmed_after_a_crash() {
+    let d = tempfile::tempdir().unwrap();
+    let e = open(d.path(), 8 << 20);
+    for i in 0..200u32 {
+        e.commit(&[put(format!("k{i}").as_bytes(), &[i as u8; 700])], false)
+            .unwrap();
+    }
+    e.abandon();
+    let seg = segments(d.path()).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(
+        bytes.len() > end + 4096,
+        "the segment was not allocated ahead: {} bytes, data ends at {end}",
+        bytes.len()
+    );
+    let e = open(d.path(), 8 << 20);
+    assert!(
+        std::fs::metadata(&seg).unwrap().len() < bytes.len() as u64,
+        "the zeros were not trimmed"
+    );
+    for i in 0..200u32 {
+        assert_eq!(
+            get(&e, format!("k{i}").as_bytes()),
+            Some(vec![i as u8; 700])
+        );
+    }
+    e.commit(&[put(b"after", b"restart")], true).unwrap();
+    e.close().unwrap();
+    // A clean close leaves no segment longer than its records.
+    for s in segments(d.path()) {
+        let b = std::fs::read(&s).unwrap();
+        let tail = &b[b.len().saturating_sub(64)..];
+        assert!(
+            tail.iter().any(|&x| x != 0),
+            "{} ends in zeros",
+            s.display()
+        );
+    }
+    let e = open(d.path(), 8 << 20);
+    assert_eq!(*e.open_how(), OpenHow::Clean);
+    assert_eq!(get(&e, b"after"), Some(b"restart".to_vec()));
+    assert_eq!(get(&e, b"k199"), Some(vec![199u8; 700]));
+}
+
 /// A segment of an older format is refused with a message that names its
 /// version, not taken for garbage (and nothing is removed).
 #[test]
@@ -184,13 +234,22 @@ fn torn_tail_at_random_offsets_keeps_everything_before() {
             e.close().unwrap();
         }
         let seg = segments(d.path()).pop().unwrap();
-        let len = std::fs::metadata(&seg).unwrap().len();
-        let last_len = (REC_HEADER_LEN
-            + format!("k{}", n - 1).len()
-            + format!("value {} {}", n - 1, "x".repeat(n - 1)).len())
-        .div_ceil(8)
-            * 8;
-        let last_start = len - last_len as u64;
+        // Where the last record lies (after a crash the file goes on with
+        // the zeros allocated ahead of appends).
+        let (key, val) = (
+            format!("k{}", n - 1),
+            format!("value {} {}", n - 1, "x".repeat(n - 1)),
+        );
+        let bytes = std::fs::read(&seg).unwrap();
+        let at = bytes
+            .windows(val.len())
+            .rposition(|w| w == val.as_bytes())
+            .unwrap();
+        let last_start = (at - key.len() - REC_HEADER_LEN) as u64;
+        let len = last_start + ((REC_HEADER_LEN + key.len() + val.len()).div_ceil(8) * 8) as u64;
+        if !crashed {
+            assert_eq!(bytes.len() as u64, len, "a clean close trims the segment");
+        }
         if rng.gen_bool(0.5) {
             // Truncate somewhere inside the last record.
             let cut = rng.gen_range(last_start..len);

@@ -180,6 +180,8 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
     while off < buf.len() {
         let rec = match record::decode(&buf[off..]) {
             Ok(r) => r,
+            // Allocated ahead of appends and never written: the end.
+            Err(_) if buf[off..].iter().all(|&b| b == 0) => break,
             Err(e) => {
                 // Never delete what cannot be read through.
                 return Err(StoreError::Corrupt(format!(

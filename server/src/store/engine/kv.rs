@@ -650,6 +650,7 @@ impl Engine {
     fn shutdown(&mut self) -> Result<(), StoreError> {
         self.stop_bg();
         let inner = &*self.inner;
+        inner.log.seal_active();
         inner.log.sync_all()?;
         let mut ix = inner.index.write();
         ix.flush()?;

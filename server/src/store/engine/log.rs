@@ -3,23 +3,38 @@
 //! segment header (magic, version, segment id, log id, lane).
 //!
 //! Owns: appending commits, reading records back (in place, through a
-//! read-only mapping of each segment, so a lookup costs no syscall and no
+//! shared mapping of each segment, so a lookup costs no syscall and no
 //! copy), and durability with group commit.
+//!
+//! **Appends through the mapping.** A lane allocates its segment's blocks
+//! [`WINDOW`] bytes ahead of its appends (`fallocate`) and maps those pages
+//! writable at once (`MADV_POPULATE_WRITE`); a commit is then one copy into
+//! the page cache, with no syscall. A full disk or any other error shows
+//! in those two calls, never as a `SIGBUS` in the copy, and the commit
+//! then falls back to `pwrite`. Records reach the page cache when the
+//! copy ends, as with `pwrite`, so a killed process loses nothing, and
+//! `fdatasync` covers them. A sealed segment (and every active one at a
+//! clean close) is trimmed to its records; after a crash, recovery trims
+//! the zeros left after the last record. The store bench, 8 threads:
+//! deletes (small tombstone records) 218k → 351k/s, creates of 4 KiB
+//! files 157k → 160k/s (medians of 5 alternating runs): for 4 KiB records
+//! the page faults of the populate cost about what `pwrite` did.
 //!
 //! **Lanes.** The log has several writers ([`super::EngineOptions::lanes`]),
 //! each appending to a segment of its own, so that commits from several
 //! threads are written at once instead of queueing on one lock. A commit
 //! takes a free lane, gets its sequence number from a counter shared by
-//! all lanes while it holds the lane, and is written with one `pwrite`:
+//! all lanes while it holds the lane, and is written in one piece:
 //! within a lane (and across its segments, in id order) sequence numbers
 //! rise, and a key's commits never overlap (stripe locks), so sequence
 //! order is each key's version order. Recovery merges the lanes by
 //! sequence number. At open every segment is sealed; each lane starts a new
 //! segment at its first commit.
 //!
-//! Crash ordering: a commit is written with one `pwrite`; if the write fails
-//! (ENOSPC, EIO) the segment is cut back to its previous length, so the log
-//! never holds a partial commit that recovery would have to guess about.
+//! Crash ordering: a commit is written with one copy (or one `pwrite`); if
+//! a `pwrite` fails (ENOSPC, EIO) the segment is cut back to its previous
+//! length, so the log never holds a partial commit that recovery would
+//! have to guess about (a copy cut short by a crash is a torn tail).
 //! [`Log::sync_to`] makes every commit up to a sequence number durable: one
 //! thread runs `fdatasync` for every waiter behind it (group commit), and
 //! the directory is synced after a segment was created. Segments are only
@@ -29,7 +44,7 @@
 use super::record::{self, Unsealed, REC_HEADER_LEN};
 use crate::store::StoreError;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -45,6 +60,9 @@ pub const SEG_MAGIC: &[u8; 8] = b"SEALSEG1";
 pub const SEG_VERSION: u32 = 3;
 /// Length of the segment header; the first record starts here.
 pub const SEG_HEADER_LEN: u64 = 32;
+/// Bytes of a segment a lane allocates and maps writable at a time, ahead
+/// of its appends (see [`Log::append`]).
+const WINDOW: u64 = 1 << 20;
 /// Most lanes a log has (the index header has room for this many).
 pub const MAX_LANES: usize = 16;
 
@@ -134,12 +152,17 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, StoreError> {
     Ok(ids)
 }
 
-/// One open segment: its file (appends, syncs) and a read-only shared
-/// mapping of `map_len` bytes (reads of published records, no syscall).
+/// One open segment: its file (syncs, and appends when the mapping cannot
+/// take them) and a shared mapping of `map_len` bytes, through which
+/// published records are read (no syscall, no copy) and, in a segment this
+/// log created, new records are written (see [`Log::append`]).
 pub(crate) struct Seg {
     id: u32,
     file: File,
-    map: Option<Mmap>,
+    map: Option<MmapRaw>,
+    /// Created by this log: writable through `map`. Segments found at open
+    /// are sealed and mapped read-only.
+    writable: bool,
     /// Bytes written (and not cut back): reads through the map stay below.
     len: AtomicU64,
     /// Sequence number of its first record (`u64::MAX` while empty).
@@ -149,28 +172,90 @@ pub(crate) struct Seg {
 }
 
 impl Seg {
-    /// Opens the segment's mapping over `map_len` bytes (the file may still
-    /// be shorter: only bytes below its length are ever read through the
-    /// map, see [`Log::with_bytes`]). A failed mapping falls back to `pread`.
-    fn new(id: u32, file: File, len: u64, map_len: u64, seqs: (u64, u64)) -> Seg {
+    /// Opens the segment's mapping over `map_len` bytes, read-write if
+    /// `writable` (the file may still be shorter: only bytes below its
+    /// length are ever touched, see [`Log::with_bytes`] and
+    /// [`Log::append`]). A failed mapping falls back to `pread`/`pwrite`.
+    fn new(id: u32, file: File, len: u64, map_len: u64, seqs: (u64, u64), writable: bool) -> Seg {
         let map = usize::try_from(map_len).ok().and_then(|len| {
-            // SAFETY: the mapping is read-only and shared; the segment
-            // files belong to this store alone, are never truncated below a
-            // published record (a failed append cuts back only its own
-            // unpublished bytes), and are unmapped only when the last
-            // reader drops its `Arc<Seg>`. Reads go only to published
-            // records, below the file's length, so no page past the end of
-            // the file is touched (which would raise SIGBUS).
-            unsafe { MmapOptions::new().len(len).map(&file) }.ok()
+            let mut o = MmapOptions::new();
+            o.len(len);
+            if writable {
+                o.map_raw(&file).ok()
+            } else {
+                o.map_raw_read_only(&file).ok()
+            }
         });
         Seg {
             id,
             file,
             map,
+            writable,
             len: AtomicU64::new(len),
             first_seq: AtomicU64::new(seqs.0),
             max_seq: AtomicU64::new(seqs.1),
         }
+    }
+
+    /// The bytes `start..end` of the segment, through its mapping, if
+    /// they lie in it and below its length (published: never written
+    /// again).
+    fn bytes(&self, start: usize, end: usize) -> Option<&[u8]> {
+        let map = self.map.as_ref()?;
+        if start > end || end > map.len() || end as u64 > self.len.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: the range lies in the mapping, which lives as long as
+        // `self`, and below `len`: bytes the lane wrote before it published
+        // `len` (Release, read here with Acquire) and never writes again.
+        // The segment files belong to this store alone and are never
+        // truncated below `len` while open (a failed append cuts back only
+        // its own unpublished bytes, a sealed segment is trimmed to `len`),
+        // so no page past the end of the file is touched (`SIGBUS`).
+        Some(unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), end - start) })
+    }
+
+    /// Writes `buf` at offset `at` through the mapping, first making the
+    /// range ready if it passes `ready` (the end of what the lane made
+    /// ready so far in this segment, moved on here): the blocks allocated
+    /// [`WINDOW`] bytes at a time (so no store can meet a full disk) and
+    /// the pages mapped writable (so an error comes back here, not as a
+    /// `SIGBUS` in the copy). `false`, with nothing written, when the
+    /// segment is not writable, the range is past the mapping or cannot be
+    /// made ready: the caller writes with `pwrite` instead. The caller
+    /// holds the segment's lane, and `at` is its end.
+    fn write_mapped(&self, ready: &mut u64, at: u64, buf: &[u8]) -> bool {
+        let Some(map) = self.map.as_ref().filter(|_| self.writable) else {
+            return false;
+        };
+        let end = at + buf.len() as u64;
+        if end > map.len() as u64 || at < self.len.load(Ordering::Relaxed) {
+            return false;
+        }
+        if end > *ready {
+            let from = (*ready).min(at);
+            let to = end.max(from + WINDOW).min(map.len() as u64);
+            let made = super::sys::allocate(&self.file, from, to - from).and_then(|()| {
+                map.advise_range(Advice::PopulateWrite, from as usize, (to - from) as usize)
+            });
+            if made.is_err() {
+                return false;
+            }
+            *ready = to;
+        }
+        // SAFETY: `at..end` lies in the mapping (checked above) and below
+        // `ready`: its blocks are allocated and its pages were populated
+        // writable, so the copy does not fault on a full disk. It lies at
+        // or above `len`, so no reader reads there until the lane publishes
+        // `len` past it, and only the lane's holder (the caller) writes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                buf.as_ptr(),
+                map.as_mut_ptr().add(at as usize),
+                buf.len(),
+            )
+        };
+        true
     }
 }
 
@@ -186,7 +271,7 @@ impl std::ops::Deref for SegBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            SegBytes::Mapped(s, len) => s.map.as_ref().map_or(&[][..], |m| &m[..*len]),
+            SegBytes::Mapped(s, len) => s.bytes(0, *len).unwrap_or(&[]),
             SegBytes::Read(b) => b,
         }
     }
@@ -209,6 +294,9 @@ struct Lane {
     lane: u32,
     /// The segment it appends to (none until its first commit after open).
     seg: Option<Arc<Seg>>,
+    /// How far `seg` is ready for stores through its mapping (see
+    /// [`Seg::write_mapped`]).
+    ready: u64,
 }
 
 /// A lane's commits not yet covered by a checkpoint.
@@ -366,7 +454,14 @@ impl Log {
                 .map_err(|e| io(format!("open {}", p.display()), e))?;
             files.insert(
                 s.id,
-                Arc::new(Seg::new(s.id, f, s.len, s.len, (s.first_seq, s.max_seq))),
+                Arc::new(Seg::new(
+                    s.id,
+                    f,
+                    s.len,
+                    s.len,
+                    (s.first_seq, s.max_seq),
+                    false,
+                )),
             );
         }
         let lanes = lanes.clamp(1, MAX_LANES);
@@ -379,6 +474,7 @@ impl Log {
                     w: Mutex::new(Lane {
                         lane: l as u32,
                         seg: None,
+                        ready: 0,
                     }),
                     track: Mutex::new(Track::default()),
                     active: AtomicU32::new(0),
@@ -483,9 +579,15 @@ impl Log {
         for r in &recs {
             record::seal(&mut buf, r, seq);
         }
-        if let Err(mut e) = seg.file.write_all_at(&buf, at) {
+        let mapped = seg.write_mapped(&mut lane.ready, at, &buf);
+        if let Err(mut e) = if mapped {
+            Ok(())
+        } else {
+            seg.file.write_all_at(&buf, at)
+        } {
             // Never leave a partial commit behind: cut back to the old end.
             let _ = seg.file.set_len(at);
+            lane.ready = lane.ready.min(at);
             let full = e.raw_os_error() == Some(libc::ENOSPC);
             if full && frees && fs::remove_file(self.dir.join("reserve")).is_ok() {
                 tracing::warn!(
@@ -572,6 +674,12 @@ impl Log {
 
     /// Starts a new segment for `lane` (its old one, if any, is sealed).
     fn roll(&self, lane: &mut Lane) -> Result<Arc<Seg>, StoreError> {
+        // Sealed (trimmed) before the next one exists, so only a lane's
+        // last segment can end in allocated but unused bytes.
+        if let Some(old) = lane.seg.take() {
+            self.seal(old);
+        }
+        lane.ready = 0;
         let id = self.next_seg.fetch_add(1, Ordering::SeqCst);
         let f = Arc::new(Seg::new(
             id,
@@ -579,6 +687,7 @@ impl Log {
             SEG_HEADER_LEN,
             self.seg_size,
             (u64::MAX, 0),
+            true,
         ));
         // Active before it is listed, so compaction never takes it for an
         // empty sealed segment.
@@ -586,21 +695,34 @@ impl Log {
             .active
             .store(id, Ordering::SeqCst);
         self.files_mut().insert(id, f.clone());
-        if let Some(old) = lane.seg.replace(f.clone()) {
-            self.unsynced.lock().push(old);
-        }
+        lane.seg = Some(f.clone());
         self.dir_dirty.store(true, Ordering::SeqCst);
         Ok(f)
     }
 
+    /// A lane is done with `seg`: its file is cut to its records (the
+    /// blocks allocated ahead of appends are given back) and it waits for
+    /// the next sync.
+    fn seal(&self, seg: Arc<Seg>) {
+        if seg.writable {
+            if let Err(e) = seg.file.set_len(seg.len.load(Ordering::Relaxed)) {
+                // Harmless: recovery reads the unused end as zeros and cuts it.
+                tracing::warn!("trim {}: {e}", seg_name(seg.id));
+            }
+        }
+        self.unsynced.lock().push(seg);
+    }
+
     /// Seals every lane's segment now (compaction never copies into a
-    /// segment it is emptying; tests use it to make sealed segments).
+    /// segment it is emptying; tests use it to make sealed segments; a
+    /// clean close, so that every segment file ends with its last record).
     pub fn seal_active(&self) {
         for l in self.lanes.iter() {
             let mut w = l.w.lock();
             if let Some(old) = w.seg.take() {
-                self.unsynced.lock().push(old);
+                self.seal(old);
             }
+            w.ready = 0;
             l.active.store(0, Ordering::SeqCst);
         }
     }
@@ -684,10 +806,8 @@ impl Log {
             StoreError::Corrupt(format!("index points at missing segment {}", pos.seg))
         })?;
         let (start, end) = (pos.off as usize, pos.off as usize + len as usize);
-        if end as u64 <= seg.len.load(Ordering::Acquire) {
-            if let Some(b) = seg.map.as_ref().and_then(|m| m.get(start..end)) {
-                return Ok(f(b));
-            }
+        if let Some(b) = seg.bytes(start, end) {
+            return Ok(f(b));
         }
         let seg = seg.clone();
         drop(files);
@@ -734,7 +854,7 @@ impl Log {
             .cloned()
             .ok_or_else(|| StoreError::Corrupt(format!("segment {id} is not open")))?;
         let len = seg.len.load(Ordering::Acquire) as usize;
-        if seg.map.as_ref().is_some_and(|m| m.len() >= len) {
+        if seg.bytes(0, len).is_some() {
             return Ok(SegBytes::Mapped(seg, len));
         }
         let mut b = vec![0u8; len];

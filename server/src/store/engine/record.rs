@@ -152,7 +152,8 @@ fn check_value(without_seq: u32, seq: u64) -> u32 {
 pub fn seal(buf: &mut [u8], u: &Unsealed, seq: u64) {
     let hdr = &mut buf[u.at..u.at + REC_HEADER_LEN];
     hdr[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
-    hdr[OFF_CHECK..OFF_CHECK + 4].copy_from_slice(&check_value(u.check_without_seq, seq).to_le_bytes());
+    hdr[OFF_CHECK..OFF_CHECK + 4]
+        .copy_from_slice(&check_value(u.check_without_seq, seq).to_le_bytes());
 }
 
 /// Decodes only the header (no check: the body is not there yet).

@@ -24,8 +24,8 @@
 
 use super::index::{slot_hash, HeaderInfo, Index, Slot, MIN_CAPACITY};
 use super::log::{
-    check_seg_header, list_segments, read_first_seq, read_sync_marker, seg_header_version, seg_name,
-    sync_dir, Pos, ReplayPoint, SegInfo, MAX_LANES, SEG_HEADER_LEN, SEG_VERSION,
+    check_seg_header, list_segments, read_first_seq, read_sync_marker, seg_header_version,
+    seg_name, sync_dir, Pos, ReplayPoint, SegInfo, MAX_LANES, SEG_HEADER_LEN, SEG_VERSION,
 };
 use super::record::{self, RecHeader, FLAG_COMMIT, KIND_PUT, REC_HEADER_LEN};
 use super::sys;
@@ -266,10 +266,19 @@ impl LaneReader<'_> {
                 .torn_above
                 .is_some_and(|m| self.last_seq.is_some_and(|s| s + 1 >= m));
             let len = buf.len();
+            let unused = buf[start..].iter().all(|&b| b == 0);
             self.cur = None;
             if let Some(why) = bad {
                 let id = segs[i].id;
-                if lane_last || unsynced {
+                if unused {
+                    // Allocated ahead of appends and never written (the
+                    // process stopped before it trimmed the segment).
+                    tracing::debug!(
+                        "segment {id}: {} unused bytes at the end; trimming",
+                        len - start
+                    );
+                    cut_segment(self.dir, &mut segs[i], start as u64)?;
+                } else if lane_last || unsynced {
                     tracing::warn!(
                         "segment {id}: torn tail at offset {start} ({why}); discarding {} bytes",
                         len - start
