@@ -113,12 +113,12 @@ fn a_record_changed_on_disk_is_refused() {
     assert_eq!(get(&e, b"good"), Some(b"kept".to_vec()));
 }
 
-/// Appends go through a mapping of blocks allocated ahead: a crash leaves
-/// the active segment longer than its records, with zeros after them. The
+/// Appends go through a mapping of zeros written ahead: a crash leaves the
+/// active segment longer than its records, with zeros after them. The
 /// restart keeps every record, trims the zeros without calling them torn,
 /// and appends after the last record.
 #[test]
-fn zeros_allocated_ahead_of_appends_are_trimmed_after_a_crash() {
+fn zeros_written_ahead_of_appends_are_trimmed_after_a_crash() {
     let d = tempfile::tempdir().unwrap();
     let e = open(d.path(), 8 << 20);
     for i in 0..200u32 {
@@ -131,7 +131,7 @@ fn zeros_allocated_ahead_of_appends_are_trimmed_after_a_crash() {
     let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
     assert!(
         bytes.len() > end + 4096,
-        "the segment was not allocated ahead: {} bytes, data ends at {end}",
+        "no zeros were written ahead: {} bytes, data ends at {end}",
         bytes.len()
     );
     let e = open(d.path(), 8 << 20);

@@ -1,7 +1,6 @@
 //! The engine's few unsafe calls, behind safe functions: mapping the index
-//! file and allocating its blocks, and those of the log's segments ahead of
-//! their appends (so a full disk is an error from `fallocate`, never a
-//! `SIGBUS` on a store into a mapping), and the boot id.
+//! file and preallocating it (so a full disk is an error at grow time, never
+//! a `SIGBUS` on a store into the mapping), and the boot id.
 
 use memmap2::MmapMut;
 use std::fs::File;
@@ -20,23 +19,6 @@ pub fn preallocate(f: &File, len: u64) -> io::Result<()> {
         // File systems without fallocate: fall back to a plain length.
         libc::EOPNOTSUPP => f.set_len(len as u64),
         e => Err(io::Error::from_raw_os_error(e)),
-    }
-}
-
-/// Allocates the blocks of `f` from `off` for `len` bytes (`fallocate`,
-/// growing the file if it is shorter), so stores through a mapping of them
-/// cannot hit a full disk. Unlike [`preallocate`] it never falls back to
-/// writing: a file system without `fallocate` gives `EOPNOTSUPP`.
-pub fn allocate(f: &File, off: u64, len: u64) -> io::Result<()> {
-    let big = || io::Error::from_raw_os_error(libc::EFBIG);
-    let off = libc::off_t::try_from(off).map_err(|_| big())?;
-    let len = libc::off_t::try_from(len).map_err(|_| big())?;
-    // SAFETY: the descriptor is borrowed from `f` and open for the call;
-    // fallocate touches no memory of ours.
-    if unsafe { libc::fallocate(f.as_raw_fd(), 0, off, len) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
