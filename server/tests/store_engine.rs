@@ -113,8 +113,9 @@ fn a_record_changed_on_disk_is_refused() {
     assert_eq!(get(&e, b"good"), Some(b"kept".to_vec()));
 }
 
-/// Appends go through a mapping of zeros written ahead: a crash leaves the
-/// active segment longer than its records, with zeros after them. The
+/// Appends go through a mapping of zeros written ahead (and, after a sync,
+/// with pwrite into them): a crash leaves the active segment longer than
+/// its records, with zeros after them. The
 /// restart keeps every record, trims the zeros without calling them torn,
 /// and appends after the last record.
 #[test]
@@ -124,6 +125,10 @@ fn zeros_written_ahead_of_appends_are_trimmed_after_a_crash() {
     for i in 0..200u32 {
         e.commit(&[put(format!("k{i}").as_bytes(), &[i as u8; 700])], false)
             .unwrap();
+        if i == 100 {
+            // After a sync the rest of the window is written with pwrite.
+            e.sync().unwrap();
+        }
     }
     e.abandon();
     let seg = segments(d.path()).pop().unwrap();

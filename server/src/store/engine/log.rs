@@ -18,7 +18,11 @@
 //! active one at a clean close) is trimmed to its records; after a crash,
 //! recovery trims the zeros left after the last record. The zeros ahead
 //! are written to disk once if a sync or writeback comes before the
-//! records do. One fault remains possible: once the kernel has written a
+//! records do. A sync write-protects the pages it wrote, and a copy into
+//! one then faults, which made a commit followed by a sync 3× slower than
+//! with `pwrite` on ext4 without a journal: after a sync, a lane writes
+//! the rest of its window with `pwrite` and maps the next one. One fault
+//! remains possible: once the kernel has written a
 //! page back it write-protects it, and the next copy into it faults; its
 //! block is allocated by then, so the fault needs no space, but a failing
 //! disk there raises `SIGBUS` and stops the server, as reading a failing
@@ -232,7 +236,7 @@ impl Seg {
     }
 
     /// Writes `buf` at offset `at` through the mapping, first making the
-    /// range ready if it passes `ready` (the end of what the lane made
+    /// range ready if it passes `w.ready` (the end of what the lane made
     /// ready so far in this segment, moved on here): zeros written ahead,
     /// [`WINDOW`] bytes at a time (so the file system has reserved their
     /// blocks and no store can meet a full disk), and those pages mapped
@@ -242,7 +246,15 @@ impl Seg {
     /// ready: the caller writes with `pwrite` instead. The caller holds the
     /// segment's lane, and `at` is its end: nothing at or past it is a
     /// record.
-    fn write_mapped(&self, ready: &mut u64, at: u64, buf: &[u8]) -> bool {
+    ///
+    /// A sync writes the pages back and write-protects them, and a copy
+    /// into such a page faults; measured on ext4 without a journal, a
+    /// commit copied in and then synced took 600 µs against 180 µs with
+    /// `pwrite` (and 136 µs with `pwrite` into zeros written ahead, as the
+    /// file's size does not change). So after a sync (`sync_gen` no longer
+    /// the window's), the rest of the window is written with `pwrite`, and
+    /// the next window is mapped again.
+    fn write_mapped(&self, w: &mut Window, sync_gen: u64, at: u64, buf: &[u8]) -> bool {
         let Some(map) = self
             .map
             .as_ref()
@@ -254,8 +266,11 @@ impl Seg {
         if end > map.len() as u64 || at < self.len.load(Ordering::Relaxed) {
             return false;
         }
-        if end > *ready {
-            let from = (*ready).max(at);
+        if end <= w.ready && w.gen != sync_gen {
+            return false;
+        }
+        if end > w.ready {
+            let from = w.ready.max(at);
             let to = end.max(from + WINDOW).min(map.len() as u64);
             let mut off = from;
             while off < to {
@@ -276,10 +291,13 @@ impl Seg {
                 self.mapped_appends.store(false, Ordering::Relaxed);
                 return false;
             }
-            *ready = to;
+            *w = Window {
+                ready: to,
+                gen: sync_gen,
+            };
         }
         // SAFETY: `at..end` lies in the mapping (checked above) and below
-        // `ready`: written (zeros, their blocks reserved) and populated
+        // `w.ready`: written (zeros, their blocks reserved) and populated
         // writable, so the copy does not fault on a full disk. It lies at
         // or above `len`, so no reader reads there until the lane publishes
         // `len` past it, and only the lane's holder (the caller) writes.
@@ -329,9 +347,18 @@ struct Lane {
     lane: u32,
     /// The segment it appends to (none until its first commit after open).
     seg: Option<Arc<Seg>>,
-    /// How far `seg` is ready for stores through its mapping (see
-    /// [`Seg::write_mapped`]).
+    /// How far `seg` is ready for stores through its mapping.
+    window: Window,
+}
+
+/// What of a lane's segment is ready for stores through its mapping (see
+/// [`Seg::write_mapped`]).
+#[derive(Clone, Copy, Default)]
+struct Window {
+    /// Zeros are written and mapped writable up to here.
     ready: u64,
+    /// [`Log::sync_gen`] when they were mapped.
+    gen: u64,
 }
 
 /// A lane's commits not yet covered by a checkpoint.
@@ -404,6 +431,9 @@ pub struct Log {
     dir_dirty: AtomicBool,
     /// Every commit below this sequence number is durable.
     synced: Mutex<u64>,
+    /// Syncs started: pages mapped for appends before one are
+    /// write-protected again (see [`Seg::write_mapped`]).
+    sync_gen: AtomicU64,
     /// The sync marker file (see [`read_sync_marker`]), when kept.
     marker: Option<File>,
     /// This boot, for the marker.
@@ -509,7 +539,7 @@ impl Log {
                     w: Mutex::new(Lane {
                         lane: l as u32,
                         seg: None,
-                        ready: 0,
+                        window: Window::default(),
                     }),
                     track: Mutex::new(Track::default()),
                     active: AtomicU32::new(0),
@@ -521,6 +551,7 @@ impl Log {
             unsynced: Mutex::new(Vec::new()),
             dir_dirty: AtomicBool::new(false),
             synced: Mutex::new(0),
+            sync_gen: AtomicU64::new(0),
             marker,
             boot: super::sys::boot_id(),
         };
@@ -614,7 +645,8 @@ impl Log {
         for r in &recs {
             record::seal(&mut buf, r, seq);
         }
-        let mapped = seg.write_mapped(&mut lane.ready, at, &buf);
+        let gen = self.sync_gen.load(Ordering::Relaxed);
+        let mapped = seg.write_mapped(&mut lane.window, gen, at, &buf);
         if let Err(mut e) = if mapped {
             Ok(())
         } else {
@@ -622,7 +654,7 @@ impl Log {
         } {
             // Never leave a partial commit behind: cut back to the old end.
             let _ = seg.file.set_len(at);
-            lane.ready = lane.ready.min(at);
+            lane.window.ready = lane.window.ready.min(at);
             let full = e.raw_os_error() == Some(libc::ENOSPC);
             if full && frees && fs::remove_file(self.dir.join("reserve")).is_ok() {
                 tracing::warn!(
@@ -714,7 +746,7 @@ impl Log {
         if let Some(old) = lane.seg.take() {
             self.seal(old);
         }
-        lane.ready = 0;
+        lane.window = Window::default();
         let id = self.next_seg.fetch_add(1, Ordering::SeqCst);
         let f = Arc::new(Seg::new(
             id,
@@ -757,7 +789,7 @@ impl Log {
             if let Some(old) = w.seg.take() {
                 self.seal(old);
             }
-            w.ready = 0;
+            w.window = Window::default();
             l.active.store(0, Ordering::SeqCst);
         }
     }
@@ -790,6 +822,7 @@ impl Log {
         }
         files.append(&mut self.unsynced.lock());
         let dir_dirty = self.dir_dirty.swap(false, Ordering::SeqCst);
+        self.sync_gen.fetch_add(1, Ordering::Relaxed);
         let res = (|| {
             for f in &files {
                 f.file.sync_data().map_err(|e| io("fdatasync segment", e))?;
