@@ -180,8 +180,15 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
     while off < buf.len() {
         let rec = match record::decode(&buf[off..]) {
             Ok(r) => r,
-            // Allocated ahead of appends and never written: the end.
-            Err(_) if buf[off..].iter().all(|&b| b == 0) => break,
+            // Written ahead of appends as zeros and never used (a trim
+            // that did not reach the disk): the end.
+            Err(_) if buf[off..].iter().all(|&b| b == 0) => {
+                tracing::info!(
+                    "segment {id}: {} bytes of zeros after its last record, at {off}",
+                    buf.len() - off
+                );
+                break;
+            }
             Err(e) => {
                 // Never delete what cannot be read through.
                 return Err(StoreError::Corrupt(format!(

@@ -63,6 +63,10 @@ pub struct EngineOptions {
     /// [`super::log::MAX_LANES`]): commits from several threads are written
     /// at once.
     pub lanes: usize,
+    /// Append by copying into the segments' mappings where the file system
+    /// writes in place (see [`super::log`]); `false`: one `pwrite` per
+    /// commit (tests, and the benchmark's comparisons).
+    pub mapped_appends: bool,
 }
 
 impl Default for EngineOptions {
@@ -74,6 +78,7 @@ impl Default for EngineOptions {
             tick: Duration::from_millis(50),
             sync_interval: None,
             lanes: 4,
+            mapped_appends: true,
         }
     }
 }
@@ -360,6 +365,9 @@ impl Engine {
             opts.lanes,
             opts.sync_interval.is_some(),
         )?;
+        if !opts.mapped_appends {
+            log.no_mapped_appends();
+        }
         let mut live = HashMap::new();
         let mut long = Vec::new();
         for s in o.index.valid_slots() {

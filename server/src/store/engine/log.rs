@@ -27,6 +27,10 @@
 //! block is allocated by then, so the fault needs no space, but a failing
 //! disk there raises `SIGBUS` and stops the server, as reading a failing
 //! page through the mapping already would (a restart recovers the log).
+//! That a written-back page needs no new space holds on file systems that
+//! write blocks in place; mapped appends are used only there (ext4, XFS,
+//! tmpfs: [`super::sys::overwrites_in_place`]), and elsewhere every
+//! commit is one `pwrite`.
 //! Store bench, 8 threads, medians of 4–5 alternating runs:
 //! against one `pwrite` per commit, creates of 4 KiB files 157k → 224k/s
 //! (synced 64k → 80k/s), deletes 218k → 343k/s. Allocating the window
@@ -179,9 +183,6 @@ pub(crate) struct Seg {
     /// Created by this log: writable through `map`. Segments found at open
     /// are sealed and mapped read-only.
     writable: bool,
-    /// Appends go through `map` (cleared for good when the mapping cannot
-    /// be populated: a file system without `MADV_POPULATE_WRITE`).
-    mapped_appends: AtomicBool,
     /// Bytes written (and not cut back): reads through the map stay below.
     len: AtomicU64,
     /// Sequence number of its first record (`u64::MAX` while empty).
@@ -210,7 +211,6 @@ impl Seg {
             file,
             map,
             writable,
-            mapped_appends: AtomicBool::new(writable),
             len: AtomicU64::new(len),
             first_seq: AtomicU64::new(seqs.0),
             max_seq: AtomicU64::new(seqs.1),
@@ -254,11 +254,21 @@ impl Seg {
     /// file's size does not change). So after a sync (`sync_gen` no longer
     /// the window's), the rest of the window is written with `pwrite`, and
     /// the next window is mapped again.
-    fn write_mapped(&self, w: &mut Window, sync_gen: u64, at: u64, buf: &[u8]) -> bool {
+    ///
+    /// `enabled`: the log's switch, turned off here for good when the
+    /// kernel has no `MADV_POPULATE_WRITE` (before 5.14).
+    fn write_mapped(
+        &self,
+        enabled: &AtomicBool,
+        w: &mut Window,
+        sync_gen: u64,
+        at: u64,
+        buf: &[u8],
+    ) -> bool {
         let Some(map) = self
             .map
             .as_ref()
-            .filter(|_| self.mapped_appends.load(Ordering::Relaxed))
+            .filter(|_| self.writable && enabled.load(Ordering::Relaxed))
         else {
             return false;
         };
@@ -280,15 +290,18 @@ impl Seg {
                 }
                 off += n;
             }
-            let len = (to - from) as usize;
-            if let Err(e) = map.advise_range(Advice::PopulateWrite, from as usize, len) {
-                // Not for want of space (the zeros hold it): this segment
-                // appends with `pwrite` from now on.
-                tracing::warn!(
-                    "{}: cannot map appends ({e}); writing with pwrite",
-                    seg_name(self.id)
-                );
-                self.mapped_appends.store(false, Ordering::Relaxed);
+            // From `at`, not `from`: after a sync the pages below `w.ready`
+            // are write-protected again, and must not fault in the copy.
+            let len = (to - at) as usize;
+            if let Err(e) = map.advise_range(Advice::PopulateWrite, at as usize, len) {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    tracing::warn!(
+                        "{}: the kernel cannot populate a mapping ({e}); \
+                         the log appends with pwrite",
+                        seg_name(self.id)
+                    );
+                    enabled.store(false, Ordering::Relaxed);
+                }
                 return false;
             }
             *w = Window {
@@ -434,6 +447,10 @@ pub struct Log {
     /// Syncs started: pages mapped for appends before one are
     /// write-protected again (see [`Seg::write_mapped`]).
     sync_gen: AtomicU64,
+    /// Appends go through the segments' mappings: the file system writes
+    /// in place ([`super::sys::overwrites_in_place`]) and the kernel can
+    /// populate a mapping.
+    mapped_appends: AtomicBool,
     /// The sync marker file (see [`read_sync_marker`]), when kept.
     marker: Option<File>,
     /// This boot, for the marker.
@@ -552,11 +569,17 @@ impl Log {
             dir_dirty: AtomicBool::new(false),
             synced: Mutex::new(0),
             sync_gen: AtomicU64::new(0),
+            mapped_appends: AtomicBool::new(super::sys::overwrites_in_place(dir)),
             marker,
             boot: super::sys::boot_id(),
         };
         log.ensure_reserve();
         Ok(log)
+    }
+
+    /// Appends with one `pwrite` per commit from now on.
+    pub fn no_mapped_appends(&self) {
+        self.mapped_appends.store(false, Ordering::Relaxed);
     }
 
     fn files(&self) -> ShardedLockReadGuard<'_, BTreeMap<u32, Arc<Seg>>> {
@@ -646,7 +669,7 @@ impl Log {
             record::seal(&mut buf, r, seq);
         }
         let gen = self.sync_gen.load(Ordering::Relaxed);
-        let mapped = seg.write_mapped(&mut lane.window, gen, at, &buf);
+        let mapped = seg.write_mapped(&self.mapped_appends, &mut lane.window, gen, at, &buf);
         if let Err(mut e) = if mapped {
             Ok(())
         } else {
@@ -741,8 +764,9 @@ impl Log {
 
     /// Starts a new segment for `lane` (its old one, if any, is sealed).
     fn roll(&self, lane: &mut Lane) -> Result<Arc<Seg>, StoreError> {
-        // Sealed (trimmed) before the next one exists, so only a lane's
-        // last segment can end in allocated but unused bytes.
+        // Sealed (trimmed) before the next one exists, so that, unless the
+        // trim fails or does not reach the disk, only a lane's last segment
+        // ends in zeros written ahead.
         if let Some(old) = lane.seg.take() {
             self.seal(old);
         }
@@ -773,7 +797,9 @@ impl Log {
     fn seal(&self, seg: Arc<Seg>) {
         if seg.writable {
             if let Err(e) = seg.file.set_len(seg.len.load(Ordering::Relaxed)) {
-                // Harmless: recovery reads the unused end as zeros and cuts it.
+                // Harmless: the zeros after the last record are taken for
+                // the end by recovery (which trims them when it reads the
+                // segment) and by compaction.
                 tracing::warn!("trim {}: {e}", seg_name(seg.id));
             }
         }
@@ -989,7 +1015,7 @@ pub fn sync_dir(p: &Path) -> Result<(), StoreError> {
 }
 
 /// How long a committer spins (yielding its core) for the writer lock
-/// before it sleeps on it. The lock is held for one `pwrite`, a few µs, but
+/// before it sleeps on it. The lock is held for one copy or `pwrite`, a few µs, but
 /// its holder is often preempted on a small machine, and a sleeping waiter
 /// costs a futex wake-up (about 50 µs on the 2-core machine this was
 /// measured on). Store bench, 100 000 creates of 4 KiB files on ext4: 2

@@ -271,12 +271,21 @@ impl LaneReader<'_> {
             if let Some(why) = bad {
                 let id = segs[i].id;
                 if unused {
-                    // Allocated ahead of appends and never written (the
-                    // process stopped before it trimmed the segment).
-                    tracing::debug!(
-                        "segment {id}: {} unused bytes at the end; trimming",
-                        len - start
-                    );
+                    // Written ahead of appends as zeros and never used: the
+                    // process stopped before it trimmed the segment, which
+                    // is expected for a lane's last one.
+                    if lane_last {
+                        tracing::debug!(
+                            "segment {id}: {} unused bytes at the end; trimming",
+                            len - start
+                        );
+                    } else {
+                        tracing::warn!(
+                            "segment {id}: {} bytes of zeros after its last record \
+                             (a trim that did not reach the disk, or lost pages); trimming",
+                            len - start
+                        );
+                    }
                     cut_segment(self.dir, &mut segs[i], start as u64)?;
                 } else if lane_last || unsynced {
                     tracing::warn!(

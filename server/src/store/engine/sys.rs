@@ -22,6 +22,33 @@ pub fn preallocate(f: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Whether the file system holding `dir` writes a file's blocks in place
+/// (ext4, XFS, tmpfs): there, once a page of a file has its block, storing
+/// into it through a mapping needs no new space. On a copy-on-write file
+/// system (btrfs, bcachefs, ZFS) every write fault allocates, and a full
+/// disk would raise `SIGBUS` in the store; the log appends with `pwrite`
+/// there (see [`super::log`]).
+pub fn overwrites_in_place(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    /// ext2/3/4 (`EXT4_SUPER_MAGIC` in `linux/magic.h`).
+    const EXT4: i64 = 0xEF53;
+    /// `XFS_SUPER_MAGIC`.
+    const XFS: i64 = 0x5846_5342;
+    /// `TMPFS_MAGIC`.
+    const TMPFS: i64 = 0x0102_1994;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `statfs` is plain data, for which all zeros is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable
+    // `statfs` that outlives the call.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    matches!(st.f_type as i64, EXT4 | XFS | TMPFS)
+}
+
 /// Maps all of `f` read-write and shared.
 pub fn map(f: &File) -> io::Result<MmapMut> {
     // SAFETY: the index file is private to this store (its directory is
