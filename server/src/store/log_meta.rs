@@ -1,7 +1,8 @@
 //! [`MetaStore`] on the packed-log engine, in `meta_dir/log/` with its
 //! index `meta.index` (under `meta_dir`, or the `--pmem` directory).
 //!
-//! Keys (values are postcard):
+//! Keys (inode records in the fixed layout of [`super::inode_codec`], the
+//! other values postcard):
 //!
 //! | key                      | value             | slot tag / group          |
 //! | ------------------------ | ----------------- | ------------------------- |
@@ -66,7 +67,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_record(path: &str, b: &[u8]) -> Result<InodeRecord, StoreError> {
-    postcard::from_bytes(b)
+    super::inode_codec::decode(b)
         .map_err(|e| StoreError::Corrupt(format!("inode record of {path:?}: {e}")))
 }
 
@@ -278,7 +279,7 @@ impl MetaStore for LogMetaStore {
             match op {
                 MetaOp::PutInode(p, rec) => {
                     keys.push(inode_key(p));
-                    vals.push(encode(rec)?);
+                    vals.push(super::inode_codec::encode(rec));
                 }
                 MetaOp::DelInode(p) => {
                     keys.push(inode_key(p));

@@ -15,6 +15,7 @@
 
 mod chunk_files;
 pub mod engine;
+mod inode_codec;
 mod log_data;
 mod log_meta;
 mod redb_meta;
