@@ -182,7 +182,7 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
             Ok(r) => r,
             // Written ahead of appends as zeros and never used (a trim
             // that did not reach the disk): the end.
-            Err(_) if buf[off..].iter().all(|&b| b == 0) => {
+            Err(_) if record::unused_tail(&buf[off..]) => {
                 tracing::info!(
                     "segment {id}: {} bytes of zeros after its last record, at {off}",
                     buf.len() - off

@@ -180,6 +180,13 @@ pub fn decode_header(b: &[u8]) -> Option<RecHeader> {
     Some(h)
 }
 
+/// Whether the bytes after a segment's last record are zeros only: the
+/// zeros the log writes ahead of its appends, never used (a record starts
+/// with its magic, so it is never all zeros).
+pub fn unused_tail(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
 /// A record checked against its check value: header, key, value.
 pub struct Rec<'a> {
     /// The header.

@@ -266,7 +266,7 @@ impl LaneReader<'_> {
                 .torn_above
                 .is_some_and(|m| self.last_seq.is_some_and(|s| s + 1 >= m));
             let len = buf.len();
-            let unused = buf[start..].iter().all(|&b| b == 0);
+            let unused = record::unused_tail(&buf[start..]);
             self.cur = None;
             if let Some(why) = bad {
                 let id = segs[i].id;
