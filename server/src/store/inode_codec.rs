@@ -21,6 +21,7 @@
 //!
 //! All integers little-endian.
 
+use super::engine::record::{u32_at, u64_at};
 use super::{InodeRecord, RecordState};
 use sealfs_proto::{Attr, FileKind, Inode, Timespec};
 
@@ -87,24 +88,18 @@ pub(crate) fn decode(b: &[u8]) -> Result<InodeRecord, String> {
         2 => FileKind::Symlink,
         k => return Err(format!("unknown file kind {k}")),
     };
-    let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let u64_at = |at: usize| {
-        let mut x = [0u8; 8];
-        x.copy_from_slice(&b[at..at + 8]);
-        u64::from_le_bytes(x)
-    };
     let time_at = |at: usize| Timespec {
-        sec: u64_at(at) as i64,
-        nsec: u32_at(at + 8),
+        sec: u64_at(b, at) as i64,
+        nsec: u32_at(b, at + 8),
     };
     let attr = Attr {
-        ino: u64_at(4),
+        ino: u64_at(b, 4),
         kind,
-        mode: u32_at(12),
-        uid: u32_at(16),
-        gid: u32_at(20),
-        size: u64_at(24),
-        nlink: u32_at(32),
+        mode: u32_at(b, 12),
+        uid: u32_at(b, 16),
+        gid: u32_at(b, 20),
+        size: u64_at(b, 24),
+        nlink: u32_at(b, 32),
         atime: time_at(36),
         mtime: time_at(48),
         ctime: time_at(60),
@@ -114,7 +109,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<InodeRecord, String> {
         if rest.len() < 4 {
             return Err("a string's length is cut off".into());
         }
-        let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let n = u32_at(rest, 0) as usize;
         let s = rest
             .get(4..4 + n)
             .ok_or_else(|| format!("a string of {n} bytes runs past the record"))?;

@@ -9,7 +9,7 @@ mod compaction;
 mod index;
 mod kv;
 mod log;
-mod record;
+pub(crate) mod record;
 mod recovery;
 mod sys;
 

@@ -482,12 +482,11 @@ pub fn open(dir: &Path, idx_path: &Path) -> Result<Opened, StoreError> {
                     log_id.unwrap_or(0)
                 )))
             }
-            None if seg_header_version(&head).is_some_and(|v| v != SEG_VERSION) => {
+            None if let Some(v) = seg_header_version(&head).filter(|&v| v != SEG_VERSION) => {
                 return Err(StoreError::Corrupt(format!(
-                    "{} is in segment format version {}; this build reads version \
+                    "{} is in segment format version {v}; this build reads version \
                      {SEG_VERSION} only (read the files out with the SealFS that wrote them)",
                     p.display(),
-                    seg_header_version(&head).unwrap_or(0)
                 )))
             }
             None if len <= SEG_HEADER_LEN => {
