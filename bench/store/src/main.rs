@@ -15,6 +15,8 @@
 //! * `plain`: plain files in a directory per thread (create, write, close;
 //!   stat; open, read; unlink), the file system's own durability.
 //!
+//! The targets run side by side: each phase, and each round of the stat
+//! and read phases, runs on every target in turn before the next starts.
 //! Each phase starts after a `sync` (untimed). The create and delete
 //! phases are also reported counted until a `sync` after them returned
 //! ("synced"): what it costs each target to make the phase durable.
@@ -353,38 +355,49 @@ impl Target for PlainTarget {
     }
 }
 
-/// Runs the four phases; returns ops/s of each, then of the create and
-/// delete phases counted until a `sync` after them returned.
+/// Runs the four phases over every target, interleaved: each phase (and
+/// each round of the stat and read phases) runs on every target in turn
+/// before the next one starts. This VM's rates drift by a quarter from
+/// one minute to the next, and a target run whole after another met a
+/// different machine; side by side, a drift weighs on all alike. Returns,
+/// per target, ops/s of each phase, then of the create and delete phases
+/// counted until a `sync` after them returned.
 fn run_phases(
-    target: Arc<dyn Target>,
+    targets: &[(&str, Arc<dyn Target>)],
     files: u64,
     threads: u64,
     no_reads: bool,
     rounds: u64,
-) -> [f64; 6] {
-    let mut out = [f64::NAN; 6];
+) -> Vec<[f64; 6]> {
+    let mut out = vec![[f64::NAN; 6]; targets.len()];
     for p in 0..4 {
         if no_reads && (p == 1 || p == 2) {
             continue;
         }
         let rounds = if p == 1 || p == 2 { rounds } else { 1 };
-        let mut rates: Vec<(f64, f64)> = (0..rounds)
-            .map(|_| run_phase(&target, p, files, threads))
-            .collect();
-        rates.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (rate, synced) = rates[rates.len() / 2];
-        out[p] = rate;
-        eprintln!("  {:<13} {:>12.0} ops/s", PHASES[p], rate);
-        if p == 0 || p == 3 {
-            let q = if p == 0 { 4 } else { 5 };
-            out[q] = synced;
-            eprintln!("  {:<13} {:>12.0} ops/s", PHASES[q], synced);
+        let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); targets.len()];
+        for _ in 0..rounds {
+            for (k, (_, target)) in targets.iter().enumerate() {
+                rates[k].push(run_phase(target, p, files, threads));
+            }
         }
-        if p == 0 {
-            target.report(files / threads * threads);
-        }
-        if p == 3 {
-            target.report_end();
+        for (k, (name, target)) in targets.iter().enumerate() {
+            let r = &mut rates[k];
+            r.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (rate, synced) = r[r.len() / 2];
+            out[k][p] = rate;
+            eprintln!("  {name:<12} {:<22} {rate:>12.0} ops/s", PHASES[p]);
+            if p == 0 || p == 3 {
+                let q = if p == 0 { 4 } else { 5 };
+                out[k][q] = synced;
+                eprintln!("  {name:<12} {:<22} {synced:>12.0} ops/s", PHASES[q]);
+            }
+            if p == 0 {
+                target.report(files / threads * threads);
+            }
+            if p == 3 {
+                target.report_end();
+            }
         }
     }
     out
@@ -483,9 +496,8 @@ fn main() {
         a.threads,
         a.dir.display()
     );
-    let mut rows: Vec<(&str, [f64; 6])> = Vec::new();
+    let mut targets: Vec<(&str, Arc<dyn Target>)> = Vec::new();
     if want("engine") {
-        eprintln!("engine (packed log + mapped index):");
         let d = fresh(&a.dir.join("engine"));
         let meta = LogMetaStore::open(
             &d.join("meta"),
@@ -503,20 +515,9 @@ fn main() {
             opts.clone(),
         )
         .unwrap();
-        rows.push((
-            "engine",
-            run_phases(
-                Arc::new(EngineTarget { meta, data }),
-                a.files,
-                a.threads,
-                a.no_reads,
-                a.rounds,
-            ),
-        ));
-        sync_disks();
+        targets.push(("engine", Arc::new(EngineTarget { meta, data })));
     }
     if want("redb") {
-        eprintln!("redb (same records, one transaction per create/delete):");
         let d = fresh(&a.dir.join("redb"));
         let db = redb::Database::create(d.join("bench.redb")).unwrap();
         let durability = match a.sync {
@@ -524,40 +525,31 @@ fn main() {
             Policy::Always => redb::Durability::Immediate,
             Policy::None => redb::Durability::None,
         };
-        rows.push((
-            "redb",
-            run_phases(
-                Arc::new(RedbTarget { db, durability }),
-                a.files,
-                a.threads,
-                a.no_reads,
-                a.rounds,
-            ),
-        ));
-        sync_disks();
+        targets.push(("redb", Arc::new(RedbTarget { db, durability })));
     }
     if want("plain") {
-        eprintln!("plain files:");
         let d = fresh(&a.dir.join("plain"));
         for t in 0..a.threads {
             std::fs::create_dir_all(d.join(format!("d{t}"))).unwrap();
         }
-        rows.push((
+        targets.push((
             "plain files",
-            run_phases(
-                Arc::new(PlainTarget {
-                    // `--dir` came in as a `String`: exact.
-                    prefix: d.to_string_lossy().into_owned(),
-                    root: d,
-                }),
-                a.files,
-                a.threads,
-                a.no_reads,
-                a.rounds,
-            ),
+            Arc::new(PlainTarget {
+                // `--dir` came in as a `String`: exact.
+                prefix: d.to_string_lossy().into_owned(),
+                root: d,
+            }),
         ));
-        sync_disks();
     }
+    eprintln!(
+        "targets, each phase on each in turn: engine = packed log + mapped index; \
+         redb = the same records, one transaction per create/delete; plain files"
+    );
+    let rates = run_phases(&targets, a.files, a.threads, a.no_reads, a.rounds);
+    let names: Vec<&str> = targets.iter().map(|t| t.0).collect();
+    drop(targets);
+    sync_disks();
+    let rows: Vec<(&str, [f64; 6])> = names.into_iter().zip(rates).collect();
     let engine = rows.iter().find(|r| r.0 == "engine").map(|r| r.1);
     println!();
     println!("| target | {} |", PHASES.join(" | "));
