@@ -24,7 +24,7 @@
 //! (and flushed) before the first change after open.
 
 use super::log::{Pos, ReplayPoint, MAX_LANES};
-use super::record::REC_ALIGN;
+use super::record::{u32_at, u64_at, REC_ALIGN};
 use super::sys;
 use crate::store::StoreError;
 use memmap2::MmapMut;
@@ -175,16 +175,6 @@ const H_MAX_SEG: usize = 64;
 const H_LANES: usize = 68;
 const H_CRC: usize = H_LANES + 8 * MAX_LANES;
 
-fn rd32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn rd64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// The mapped table.
 pub struct Index {
     path: PathBuf,
@@ -250,16 +240,16 @@ impl Index {
         if &h[..8] != IDX_MAGIC {
             return Err("bad magic".into());
         }
-        if crc32c::crc32c(&h[..H_CRC]) != rd32(h, H_CRC) {
+        if crc32c::crc32c(&h[..H_CRC]) != u32_at(h, H_CRC) {
             return Err("header checksum mismatch".into());
         }
-        let version = rd32(h, H_VERSION);
-        if version != IDX_VERSION || rd32(h, H_SLOT_LEN) as usize != SLOT_LEN {
+        let version = u32_at(h, H_VERSION);
+        if version != IDX_VERSION || u32_at(h, H_SLOT_LEN) as usize != SLOT_LEN {
             return Err(format!(
                 "layout version {version}, this build reads {IDX_VERSION}"
             ));
         }
-        let cap = rd64(h, H_CAP);
+        let cap = u64_at(h, H_CAP);
         if !(MIN_CAPACITY..=u64::from(u32::MAX)).contains(&cap)
             || IDX_HEADER_LEN as u64 + cap * SLOT_LEN as u64 != flen
         {
@@ -268,19 +258,19 @@ impl Index {
             ));
         }
         let info = HeaderInfo {
-            log_id: rd64(h, H_LOG_ID),
-            boot: rd64(h, H_BOOT),
-            clean: rd32(h, H_CLEAN) == 1,
+            log_id: u64_at(h, H_LOG_ID),
+            boot: u64_at(h, H_BOOT),
+            clean: u32_at(h, H_CLEAN) == 1,
             replay: ReplayPoint {
-                seq: rd64(h, H_REPLAY_SEQ),
-                max_seg: rd32(h, H_MAX_SEG),
-                lanes: std::array::from_fn(|i| match rd64(h, H_LANES + 8 * i) {
+                seq: u64_at(h, H_REPLAY_SEQ),
+                max_seg: u32_at(h, H_MAX_SEG),
+                lanes: std::array::from_fn(|i| match u64_at(h, H_LANES + 8 * i) {
                     0 => None,
                     p => Some(Pos::from_raw(p)),
                 }),
             },
-            next_seq: rd64(h, H_NEXT_SEQ),
-            table_crc: rd32(h, H_TABLE_CRC),
+            next_seq: u64_at(h, H_NEXT_SEQ),
+            table_crc: u32_at(h, H_TABLE_CRC),
         };
         let mut ix = Index {
             path: path.to_path_buf(),
@@ -358,14 +348,14 @@ impl Index {
     }
 
     fn pos_word(&self, i: usize) -> u64 {
-        rd64(&self.map, Self::at(i))
+        u64_at(&self.map, Self::at(i))
     }
 
     /// Slot `i`, if it is valid.
     pub fn slot(&self, i: usize) -> Option<Slot> {
         match self.pos_word(i) {
             EMPTY | DELETED => None,
-            pos => Some(Slot::unpack(pos, rd64(&self.map, Self::at(i) + 8))),
+            pos => Some(Slot::unpack(pos, u64_at(&self.map, Self::at(i) + 8))),
         }
     }
 
@@ -426,7 +416,7 @@ impl Index {
             if pos == DELETED {
                 free.get_or_insert(i);
             } else {
-                let meta = rd64(&self.map, Self::at(i) + 8);
+                let meta = u64_at(&self.map, Self::at(i) + 8);
                 if meta as u32 == hash {
                     let s = Slot::unpack(pos, meta);
                     if is_key(&s)? {
