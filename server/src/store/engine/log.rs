@@ -58,7 +58,7 @@
 //! ever deleted by compaction, after their live records were copied and
 //! synced.
 
-use super::record::{self, Unsealed, REC_HEADER_LEN};
+use super::record::{self, u32_at, u64_at, Unsealed, REC_HEADER_LEN};
 use crate::store::StoreError;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use memmap2::{Advice, MmapOptions, MmapRaw};
@@ -138,20 +138,15 @@ pub fn seg_header_version(b: &[u8]) -> Option<u32> {
     if b.len() < SEG_HEADER_LEN as usize || &b[0..8] != SEG_MAGIC {
         return None;
     }
-    Some(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
+    Some(u32_at(b, 8))
 }
 
 /// Reads a segment header: its log id and lane, if it is one of ours.
 pub fn check_seg_header(b: &[u8], id: u32) -> Option<(u64, u32)> {
-    if seg_header_version(b)? != SEG_VERSION
-        || u32::from_le_bytes([b[12], b[13], b[14], b[15]]) != id
-    {
+    if seg_header_version(b)? != SEG_VERSION || u32_at(b, 12) != id {
         return None;
     }
-    let mut l = [0u8; 8];
-    l.copy_from_slice(&b[16..24]);
-    let lane = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
-    Some((u64::from_le_bytes(l), lane))
+    Some((u64_at(b, 16), u32_at(b, 24)))
 }
 
 /// The ids of the segment files in `dir`, ascending.
@@ -479,13 +474,12 @@ pub fn read_sync_marker(dir: &Path) -> Option<SyncMarker> {
     if b.len() != 20 {
         return None;
     }
-    let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
-    if crc32c::crc32c(&b[..16]) != crc {
+    if crc32c::crc32c(&b[..16]) != u32_at(&b, 16) {
         return None;
     }
     Some(SyncMarker {
-        durable_below: u64::from_le_bytes(b[..8].try_into().ok()?),
-        boot: u64::from_le_bytes(b[8..16].try_into().ok()?),
+        durable_below: u64_at(&b, 0),
+        boot: u64_at(&b, 8),
     })
 }
 
