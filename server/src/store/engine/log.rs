@@ -60,6 +60,7 @@
 
 use super::record::{self, u32_at, u64_at, Unsealed, REC_HEADER_LEN};
 use crate::store::StoreError;
+use sealfs_proto::Errno;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::{Mutex, MutexGuard};
@@ -602,6 +603,19 @@ impl Log {
         }
     }
 
+    /// Deletes the space reserve so that a commit that frees space can be
+    /// written on a full disk; whether there was one to give up.
+    fn give_up_reserve(&self) -> bool {
+        let gone = fs::remove_file(self.dir.join("reserve")).is_ok();
+        if gone {
+            tracing::warn!(
+                "{}: disk full; using the space reserve to free space",
+                self.dir.display()
+            );
+        }
+        gone
+    }
+
     /// The calling thread's own lane (threads are dealt lanes in turn, so
     /// a thread keeps appending to one segment and concurrent threads
     /// spread), else the first free one, else its own after a short spin.
@@ -643,7 +657,12 @@ impl Log {
         let seg = match &lane.seg {
             Some(s) if s.len.load(Ordering::Relaxed) + n <= self.seg_size => s.clone(),
             Some(s) if s.len.load(Ordering::Relaxed) <= SEG_HEADER_LEN => s.clone(),
-            _ => self.roll(&mut lane)?,
+            _ => match self.roll(&mut lane) {
+                Err(e) if frees && e.errno() == Errno::ENOSPC && self.give_up_reserve() => {
+                    self.roll(&mut lane)?
+                }
+                r => r?,
+            },
         };
         let at = seg.len.load(Ordering::Relaxed);
         let start = Pos {
@@ -673,11 +692,7 @@ impl Log {
             let _ = seg.file.set_len(at);
             lane.window.ready = lane.window.ready.min(at);
             let full = e.raw_os_error() == Some(libc::ENOSPC);
-            if full && frees && fs::remove_file(self.dir.join("reserve")).is_ok() {
-                tracing::warn!(
-                    "{}: disk full; using the space reserve to free space",
-                    self.dir.display()
-                );
+            if full && frees && self.give_up_reserve() {
                 match seg.file.write_all_at(&buf, at) {
                     Ok(()) => e = std::io::Error::from_raw_os_error(0),
                     Err(e2) => {
@@ -758,17 +773,22 @@ impl Log {
 
     /// Starts a new segment for `lane` (its old one, if any, is sealed).
     fn roll(&self, lane: &mut Lane) -> Result<Arc<Seg>, StoreError> {
-        // Sealed (trimmed) before the next one exists, so that, unless the
-        // trim fails or does not reach the disk, only a lane's last segment
-        // ends in zeros written ahead.
+        let id = self.next_seg.fetch_add(1, Ordering::SeqCst);
+        // Created before the old one is sealed: when the disk is full, the
+        // lane keeps its segment and the zeros written ahead in it, so
+        // the failure gives no space back and the next writer meets the
+        // same full disk (a trim first let a write after an ENOSPC
+        // succeed in the space the failed one had freed). A crash between
+        // the two leaves zeros at the end of a segment that is not its
+        // lane's last, which recovery trims.
+        let file = create_segment(&self.dir, id, self.log_id, lane.lane)?;
         if let Some(old) = lane.seg.take() {
             self.seal(old);
         }
         lane.window = Window::default();
-        let id = self.next_seg.fetch_add(1, Ordering::SeqCst);
         let f = Arc::new(Seg::new(
             id,
-            create_segment(&self.dir, id, self.log_id, lane.lane)?,
+            file,
             SEG_HEADER_LEN,
             self.seg_size,
             (u64::MAX, 0),

@@ -273,7 +273,8 @@ impl LaneReader<'_> {
                 if unused {
                     // Written ahead of appends as zeros and never used: the
                     // process stopped before it trimmed the segment, which
-                    // is expected for a lane's last one.
+                    // is expected for a lane's last one (and possible for
+                    // the one before, sealed just after the next was made).
                     if lane_last {
                         tracing::debug!(
                             "segment {id}: {} unused bytes at the end; trimming",
@@ -282,7 +283,8 @@ impl LaneReader<'_> {
                     } else {
                         tracing::warn!(
                             "segment {id}: {} bytes of zeros after its last record \
-                             (a trim that did not reach the disk, or lost pages); trimming",
+                             (a crash before its trim, or a trim that did not reach \
+                             the disk); trimming",
                             len - start
                         );
                     }
