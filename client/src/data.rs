@@ -87,7 +87,7 @@ pub(crate) fn place(buf: &mut [u8], piece: &Piece, data: &[u8]) {
     buf[start..start + n].copy_from_slice(&data[..n]);
 }
 
-fn want_data(r: Result<Reply, Errno>) -> Result<Vec<u8>, Errno> {
+fn want_data(r: Result<Reply, Errno>) -> Result<bytes::Bytes, Errno> {
     match r? {
         Reply::Data(d) => Ok(d),
         other => Err(other.unexpected()),

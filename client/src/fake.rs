@@ -363,7 +363,7 @@ impl Model {
                     .unwrap_or_default();
                 let s = (offset as usize).min(d.len());
                 let e = (offset as usize + len as usize).min(d.len());
-                Ok(Reply::Data(d[s..e].to_vec()))
+                Ok(Reply::Data(bytes::Bytes::copy_from_slice(&d[s..e])))
             }
             Request::Write {
                 ino,

@@ -426,8 +426,9 @@ pub enum Reply {
     },
     /// One directory entry, if present.
     Entry(Option<DirEntry>),
-    /// Bytes read.
-    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Bytes read (encoded as a `serde_bytes` vector). A server hands
+    /// a small file's bytes from its log to the reply without a copy.
+    Data(bytes::Bytes),
     /// Bytes written.
     Written(u32),
     /// Space and inode counts.

@@ -737,7 +737,13 @@ impl Node {
         Ok(())
     }
 
-    async fn read(self: &Arc<Self>, ino: u64, chunk: u64, offset: u32, len: u32) -> Res<Vec<u8>> {
+    async fn read(
+        self: &Arc<Self>,
+        ino: u64,
+        chunk: u64,
+        offset: u32,
+        len: u32,
+    ) -> Res<bytes::Bytes> {
         self.check_range(offset, len as usize)?;
         if len <= INLINE_READ_MAX {
             return self.data.read(ino, chunk, offset, len).map_err(se);

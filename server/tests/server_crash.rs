@@ -108,7 +108,7 @@ fn read_all(c: &Conn, ino: u64, size: u64) -> Result<Vec<u8>, String> {
             offset: 0,
             len: want,
         })? {
-            Reply::Data(d) => d,
+            Reply::Data(d) => Vec::from(d),
             r => return Err(format!("read: {r:?}")),
         };
         part.resize(want as usize, 0);

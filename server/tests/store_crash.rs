@@ -67,7 +67,7 @@ fn read_all(d: &LogDataStore, ino: u64, size: u64) -> Vec<u8> {
     let mut c = 0;
     while (out.len() as u64) < size {
         let want = (size - out.len() as u64).min(cs) as u32;
-        let mut part = d.read(ino, c, 0, want).unwrap();
+        let mut part = Vec::from(d.read(ino, c, 0, want).unwrap());
         part.resize(want as usize, 0);
         out.extend(part);
         c += 1;

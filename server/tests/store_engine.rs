@@ -997,3 +997,56 @@ fn a_record_torn_in_a_sealed_segment_by_a_power_loss_is_cut() {
     }
     e.compact_now().unwrap();
 }
+
+#[test]
+fn shared_values_outlive_their_key_their_segment_and_the_engine() {
+    let d = tempfile::tempdir().unwrap();
+    let e = open(d.path(), 64 << 10);
+    let value = |i: u32| -> Vec<u8> { (0..3000u32).map(|b| (b * 7 + i) as u8).collect() };
+    for i in 0..100u32 {
+        e.commit(&[put(&i.to_le_bytes(), &value(i))], false)
+            .unwrap();
+    }
+    let first = segments(d.path())[0].clone();
+    // Whole values and parts of them, taken without a copy.
+    let kept: Vec<(u32, bytes::Bytes, bytes::Bytes)> = (0..10u32)
+        .map(|i| {
+            e.get_shared(&i.to_le_bytes(), |v, _, b| {
+                let (whole, part) = (b.share(v), b.share(&v[100..200]));
+                // Views of the log, not copies.
+                assert_eq!(whole.as_ptr(), v.as_ptr());
+                assert_eq!(part.as_ptr(), v[100..].as_ptr());
+                (i, whole, part)
+            })
+            .unwrap()
+            .unwrap()
+        })
+        .collect();
+    // A slice that is not part of the value is copied, not refused.
+    let other = [1u8, 2, 3];
+    let copied = e
+        .get_shared(&0u32.to_le_bytes(), |_, _, b| b.share(&other))
+        .unwrap()
+        .unwrap();
+    assert_eq!(copied, &other[..]);
+    for i in 0..100u32 {
+        e.commit(
+            &[Op::Del {
+                key: &i.to_le_bytes(),
+            }],
+            false,
+        )
+        .unwrap();
+    }
+    e.seal_active().unwrap();
+    e.compact_now().unwrap();
+    assert!(
+        !segments(d.path()).contains(&first),
+        "the first segment should be compacted away"
+    );
+    e.close().unwrap();
+    for (i, whole, part) in kept {
+        assert_eq!(whole, value(i), "value {i}");
+        assert_eq!(part, value(i)[100..200], "part of value {i}");
+    }
+}

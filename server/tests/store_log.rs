@@ -297,16 +297,19 @@ fn chunks_sparse_truncate_and_moving_out_of_the_log() {
             .exists());
         // Further writes go to the file.
         s.write(1, 0, 0, b"X").unwrap();
-        assert_eq!(s.read(1, 0, 0, 2).unwrap(), b"X\0");
+        assert_eq!(s.read(1, 0, 0, 2).unwrap(), &b"X\0"[..]);
         // Other chunks are files, sparse.
         s.write(1, 5, 10, b"far").unwrap();
-        assert_eq!(s.read(1, 5, 0, 20).unwrap(), b"\0\0\0\0\0\0\0\0\0\0far");
+        assert_eq!(
+            s.read(1, 5, 0, 20).unwrap(),
+            &b"\0\0\0\0\0\0\0\0\0\0far"[..]
+        );
         // Small file truncate.
         s.write(2, 0, 0, b"0123456789").unwrap();
         s.truncate(2, 4, 4096).unwrap();
-        assert_eq!(s.read(2, 0, 0, 100).unwrap(), b"0123");
+        assert_eq!(s.read(2, 0, 0, 100).unwrap(), &b"0123"[..]);
         s.truncate(2, 100, 4096).unwrap();
-        assert_eq!(s.read(2, 0, 0, 100).unwrap(), b"0123");
+        assert_eq!(s.read(2, 0, 0, 100).unwrap(), &b"0123"[..]);
         s.truncate(2, 0, 4096).unwrap();
         assert!(s.read(2, 0, 0, 100).unwrap().is_empty());
         s.write(3, 0, 0, b"gone soon").unwrap();
@@ -315,11 +318,11 @@ fn chunks_sparse_truncate_and_moving_out_of_the_log() {
         s.abandon();
     }
     let s = data(d.path(), 1000);
-    assert_eq!(s.read(4, 0, 0, 100).unwrap(), b"stays");
-    assert_eq!(s.read(3, 0, 0, 100).unwrap(), b"gone soon");
+    assert_eq!(s.read(4, 0, 0, 100).unwrap(), &b"stays"[..]);
+    assert_eq!(s.read(3, 0, 0, 100).unwrap(), &b"gone soon"[..]);
     s.remove(3).unwrap();
     assert!(s.read(3, 0, 0, 100).unwrap().is_empty());
-    assert_eq!(s.read(1, 5, 10, 3).unwrap(), b"far");
+    assert_eq!(s.read(1, 5, 10, 3).unwrap(), &b"far"[..]);
     s.remove(1).unwrap();
     assert!(s.read(1, 0, 0, 10).unwrap().is_empty());
     assert!(s.read(1, 5, 0, 10).unwrap().is_empty());

@@ -26,7 +26,7 @@ struct Echo;
 fn answer(req: Request) -> Reply {
     match req {
         Request::StatFs => Reply::Ok,
-        Request::Read { len, .. } => Reply::Data(vec![7u8; len as usize]),
+        Request::Read { len, .. } => Reply::Data(vec![7u8; len as usize].into()),
         _ => Reply::Err(Errno::ENOSYS),
     }
 }

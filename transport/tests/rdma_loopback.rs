@@ -77,7 +77,7 @@ fn read(offset: u32, len: u32) -> Request {
 
 fn data(r: Result<Reply, TransportError>) -> Vec<u8> {
     match r {
-        Ok(Reply::Data(d)) => d,
+        Ok(Reply::Data(d)) => d.into(),
         other => panic!("unexpected reply {other:?}"),
     }
 }

@@ -436,7 +436,7 @@ fn send_then_poll_or_wait_matches_each_reply() {
         }
         std::hint::spin_loop();
     };
-    assert_eq!(got.unwrap(), Reply::Data(vec![5; 5]));
+    assert_eq!(got.unwrap(), Reply::Data(vec![5; 5].into()));
     // A slow one (answered from a task after 50 ms) is not there at once,
     // and `wait` gets it.
     let mut slow = pool.send(0, &req(7, 50)).unwrap().unwrap();
@@ -446,9 +446,9 @@ fn send_then_poll_or_wait_matches_each_reply() {
         .map(|n| pool.send(0, &req(n, 0)).unwrap().unwrap())
         .collect();
     for (n, q) in (1..=4).zip(quick) {
-        assert_eq!(q.wait().unwrap(), Reply::Data(vec![n as u8; n]));
+        assert_eq!(q.wait().unwrap(), Reply::Data(vec![n as u8; n].into()));
     }
-    assert_eq!(slow.wait().unwrap(), Reply::Data(vec![7; 7]));
+    assert_eq!(slow.wait().unwrap(), Reply::Data(vec![7; 7].into()));
     // The rings were returned: a plain call works and opens no new ring
     // beyond the five already made.
     let opened = server.stats().accepted.load(Ordering::Relaxed);

@@ -16,6 +16,7 @@
 
 use super::{DataStore, StoreError};
 use crate::sys;
+use bytes::Bytes;
 use parking_lot::RwLock;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -158,14 +159,14 @@ impl FileDataStore {
 }
 
 impl DataStore for FileDataStore {
-    fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Bytes, StoreError> {
         if !self.may_have(ino) {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let p = self.chunk_path(ino, chunk);
         let f = match File::open(&p) {
             Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Bytes::new()),
             Err(e) => return Err(StoreError::io(format!("open {}", p.display()), e)),
         };
         let mut buf = vec![0u8; len as usize];
@@ -179,7 +180,7 @@ impl DataStore for FileDataStore {
             }
         }
         buf.truncate(got);
-        Ok(buf)
+        Ok(buf.into())
     }
 
     fn write(&self, ino: u64, chunk: u64, offset: u32, data: &[u8]) -> Result<(), StoreError> {

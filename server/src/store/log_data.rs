@@ -18,6 +18,7 @@
 
 use super::engine::{Engine, EngineOptions, Op};
 use super::{DataStore, FileDataStore, StoreError};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -119,14 +120,14 @@ impl LogDataStore {
 }
 
 impl DataStore for LogDataStore {
-    fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Bytes, StoreError> {
         if chunk == 0 {
             if let Some(e) = self.eng.get() {
-                // Only the part asked for is copied out of the log.
-                let part = e.get_with(&data_key(ino), |v, _| {
+                // The part asked for, as a view of the log: no copy.
+                let part = e.get_shared(&data_key(ino), |v, _, b| {
                     let start = (offset as usize).min(v.len());
                     let end = (offset as usize).saturating_add(len as usize).min(v.len());
-                    v[start..end].to_vec()
+                    b.share(&v[start..end])
                 })?;
                 if let Some(part) = part {
                     return Ok(part);

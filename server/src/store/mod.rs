@@ -27,6 +27,7 @@ pub use log_data::LogDataStore;
 pub use log_meta::LogMetaStore;
 pub use redb_meta::RedbMetaStore;
 
+use bytes::Bytes;
 use sealfs_proto::{DirEntry, Errno, FileKind, Inode};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -191,7 +192,8 @@ pub trait MetaStore: Send + Sync {
 pub trait DataStore: Send + Sync {
     /// Reads up to `len` bytes at `offset` of a chunk; shorter at the end of
     /// the stored chunk, empty if nothing is stored. Holes read as zeros.
-    fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Vec<u8>, StoreError>;
+    /// Small files' bytes come as a view of the log, not a copy.
+    fn read(&self, ino: u64, chunk: u64, offset: u32, len: u32) -> Result<Bytes, StoreError>;
     /// Writes `data` at `offset` of a chunk.
     fn write(&self, ino: u64, chunk: u64, offset: u32, data: &[u8]) -> Result<(), StoreError>;
     /// Drops the bytes of `ino` at and past `size` (chunks of `chunk_size`).

@@ -222,12 +222,12 @@ fn data_write_read_sparse_and_missing() {
     assert_eq!(r.len(), 15);
     assert_eq!(&r[..10], &[0u8; 10]);
     assert_eq!(&r[10..], b"hello");
-    assert_eq!(d.read(5, 0, 12, 2).unwrap(), b"ll");
+    assert_eq!(d.read(5, 0, 12, 2).unwrap(), &b"ll"[..]);
     assert!(d.read(5, 0, 15, 10).unwrap().is_empty());
     assert!(d.read(5, 0, 1000, 10).unwrap().is_empty());
     // Overwrite in place, other chunks untouched.
     d.write(5, 0, 11, b"EL").unwrap();
-    assert_eq!(d.read(5, 0, 10, 5).unwrap(), b"hELlo");
+    assert_eq!(d.read(5, 0, 10, 5).unwrap(), &b"hELlo"[..]);
     assert!(d.read(5, 1, 0, 10).unwrap().is_empty());
     assert!(d.read(6, 0, 0, 10).unwrap().is_empty());
 }
@@ -243,7 +243,7 @@ fn data_survives_reopen_and_syncs() {
         d.sync(None).unwrap();
     }
     let d = FileDataStore::open(dir.path(), false).unwrap();
-    assert_eq!(d.read(1, 3, 0, 3).unwrap(), b"abc");
+    assert_eq!(d.read(1, 3, 0, 3).unwrap(), &b"abc"[..]);
 }
 
 #[test]

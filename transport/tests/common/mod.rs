@@ -33,11 +33,11 @@ impl Handler for Echo {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         match env.req {
-            Request::Write { data, .. } => Reply::Data(data.to_vec()),
+            Request::Write { data, .. } => Reply::Data(data),
             Request::Read { offset, len, .. } => {
-                Reply::Data(pattern()[offset as usize..][..len as usize].to_vec())
+                Reply::Data(pattern()[offset as usize..][..len as usize].to_vec().into())
             }
-            Request::GetAttr { path } => Reply::Data(path.into_bytes()),
+            Request::GetAttr { path } => Reply::Data(path.into_bytes().into()),
             _ => Reply::Err(Errno::ENOSYS),
         }
     }

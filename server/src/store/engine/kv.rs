@@ -15,7 +15,7 @@
 //! is version order, which recovery and compaction rely on.
 
 use super::index::{group_bits, slot_hash, HeaderInfo, Index, Probe, Slot, MAX_TAG};
-use super::log::Log;
+use super::log::{InPlace, Log};
 use super::record::{
     self, RecHeader, FLAG_COMMIT, KIND_DEL, KIND_PUT, MAX_KEY_LEN, REC_HEADER_LEN,
 };
@@ -263,9 +263,19 @@ impl Inner {
         s: &Slot,
         f: impl FnOnce(record::Rec<'_>) -> T,
     ) -> Result<T, StoreError> {
+        self.with_record_in_place(s, |rec, _| f(rec))
+    }
+
+    /// As [`Self::with_record`], with the record's bytes as they lie, so
+    /// `f` may keep a part of them ([`InPlace::share`]).
+    fn with_record_in_place<T>(
+        &self,
+        s: &Slot,
+        f: impl FnOnce(record::Rec<'_>, &InPlace<'_>) -> T,
+    ) -> Result<T, StoreError> {
         let len = self.slot_len(s)?;
         self.log
-            .with_bytes(s.pos(), len, |buf| record::decode(buf).map(f))?
+            .in_place(s.pos(), len, |b| record::decode(b.bytes).map(|r| f(r, &b)))?
     }
 
     /// The length of the record a slot points at (from the slot, or from
@@ -546,14 +556,25 @@ impl Engine {
         key: &[u8],
         f: impl FnOnce(&[u8], u16) -> T,
     ) -> Result<Option<T>, StoreError> {
+        self.get_shared(key, |value, tag, _| f(value, tag))
+    }
+
+    /// As [`Self::get_with`], and `f` may keep parts of the value beyond
+    /// the call without a copy, with [`InPlace::share`] on the handle it
+    /// is given: a file's read goes from the log to its reply this way.
+    pub fn get_shared<T>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8], u16, &InPlace<'_>) -> T,
+    ) -> Result<Option<T>, StoreError> {
         let inner = &*self.inner;
         let ix = inner.index.read();
         let mut f = Some(f);
         let mut got = None;
         let found = ix.find(slot_hash(key_hash(key)), |s| {
-            inner.with_record(s, |rec| {
+            inner.with_record_in_place(s, |rec, b| {
                 if rec.key == key {
-                    got = f.take().map(|f| f(rec.value, rec.h.tag));
+                    got = f.take().map(|f| f(rec.value, rec.h.tag, b));
                     true
                 } else {
                     false

@@ -60,10 +60,11 @@
 
 use super::record::{self, u32_at, u64_at, Unsealed, REC_HEADER_LEN};
 use crate::store::StoreError;
-use sealfs_proto::Errno;
+use bytes::Bytes;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::{Mutex, MutexGuard};
+use sealfs_proto::Errno;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -185,6 +186,34 @@ pub(crate) struct Seg {
     first_seq: AtomicU64,
     /// At least the sequence number of its last record.
     max_seq: AtomicU64,
+}
+
+/// Bytes of the log read where they lie ([`Log::in_place`]).
+pub struct InPlace<'a> {
+    /// The bytes asked for.
+    pub bytes: &'a [u8],
+    /// Their segment and offset in it, when `bytes` lie in its mapping
+    /// (else they were read into a buffer).
+    seg: Option<(&'a Arc<Seg>, usize)>,
+}
+
+impl InPlace<'_> {
+    /// `part` (a part of [`Self::bytes`]) as [`Bytes`] that outlive the
+    /// call: a view of the segment's mapping that keeps the segment
+    /// mapped, so a read is handed to the reply without a copy; a copy
+    /// when the bytes were read into a buffer.
+    pub fn share(&self, part: &[u8]) -> Bytes {
+        let base = self.bytes.as_ptr() as usize;
+        let at = (part.as_ptr() as usize).wrapping_sub(base);
+        let inside = at <= self.bytes.len() && part.len() <= self.bytes.len() - at;
+        match self.seg {
+            Some((seg, off)) if inside => {
+                let start = off + at;
+                Bytes::from_owner(SegBytes::Mapped(Arc::clone(seg), start..start + part.len()))
+            }
+            _ => Bytes::copy_from_slice(part),
+        }
+    }
 }
 
 impl Seg {
@@ -321,10 +350,13 @@ impl Seg {
     }
 }
 
-/// A segment's bytes (see [`Log::read_segment`]).
+/// Bytes of a segment (see [`Log::read_segment`], [`InPlace::share`]).
 pub enum SegBytes {
-    /// The segment's mapping, up to this length.
-    Mapped(Arc<Seg>, usize),
+    /// This range of the segment's mapping, checked to lie below its
+    /// published length when made (it never shrinks below while the
+    /// segment lives, see [`Seg::bytes`]); holding the segment keeps it
+    /// mapped.
+    Mapped(Arc<Seg>, std::ops::Range<usize>),
     /// A copy.
     Read(Vec<u8>),
 }
@@ -333,9 +365,15 @@ impl std::ops::Deref for SegBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            SegBytes::Mapped(s, len) => s.bytes(0, *len).unwrap_or(&[]),
+            SegBytes::Mapped(s, r) => s.bytes(r.start, r.end).unwrap_or(&[]),
             SegBytes::Read(b) => b,
         }
+    }
+}
+
+impl AsRef<[u8]> for SegBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
     }
 }
 
@@ -909,13 +947,28 @@ impl Log {
         len: u32,
         f: impl FnOnce(&[u8]) -> T,
     ) -> Result<T, StoreError> {
+        self.in_place(pos, len, |b| f(b.bytes))
+    }
+
+    /// As [`Self::with_bytes`], but `f` may also keep a part of the bytes
+    /// beyond the call, without a copy ([`InPlace::share`]).
+    pub fn in_place<T>(
+        &self,
+        pos: Pos,
+        len: u32,
+        f: impl FnOnce(InPlace<'_>) -> T,
+    ) -> Result<T, StoreError> {
         let files = self.files();
         let seg = files.get(&pos.seg).ok_or_else(|| {
             StoreError::Corrupt(format!("index points at missing segment {}", pos.seg))
         })?;
         let (start, end) = (pos.off as usize, pos.off as usize + len as usize);
         if let Some(b) = seg.bytes(start, end) {
-            return Ok(f(b));
+            super::sys::prefetch(b);
+            return Ok(f(InPlace {
+                bytes: b,
+                seg: Some((seg, start)),
+            }));
         }
         let seg = seg.clone();
         drop(files);
@@ -923,7 +976,10 @@ impl Log {
         seg.file
             .read_exact_at(&mut buf, u64::from(pos.off))
             .map_err(|e| io(format!("read {} at {}", seg_name(pos.seg), pos.off), e))?;
-        Ok(f(&buf))
+        Ok(f(InPlace {
+            bytes: &buf,
+            seg: None,
+        }))
     }
 
     /// Ids of all segments, ascending.
@@ -963,7 +1019,7 @@ impl Log {
             .ok_or_else(|| StoreError::Corrupt(format!("segment {id} is not open")))?;
         let len = seg.len.load(Ordering::Acquire) as usize;
         if seg.bytes(0, len).is_some() {
-            return Ok(SegBytes::Mapped(seg, len));
+            return Ok(SegBytes::Mapped(seg, 0..len));
         }
         let mut b = vec![0u8; len];
         seg.file

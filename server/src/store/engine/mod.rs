@@ -15,6 +15,6 @@ mod sys;
 
 pub use index::{IDX_HEADER_LEN, SLOT_LEN};
 pub use kv::{Engine, EngineOptions, Got, Op, Stats};
-pub use log::{seg_name, SEG_HEADER_LEN};
+pub use log::{seg_name, InPlace, SEG_HEADER_LEN};
 pub use record::REC_HEADER_LEN;
 pub use recovery::OpenHow;
