@@ -1009,7 +1009,9 @@ fn shared_values_outlive_their_key_their_segment_and_the_engine() {
     }
     let first = segments(d.path())[0].clone();
     // Whole values and parts of them, taken without a copy.
+    // Keys 0..10 lie in sealed segments, 95..100 in a lane's active one.
     let kept: Vec<(u32, bytes::Bytes, bytes::Bytes)> = (0..10u32)
+        .chain(95..100)
         .map(|i| {
             e.get_shared(&i.to_le_bytes(), |v, _, b| {
                 let (whole, part) = (b.share(v), b.share(&v[100..200]));

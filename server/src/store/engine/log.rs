@@ -62,6 +62,7 @@ use super::record::{self, u32_at, u64_at, Unsealed, REC_HEADER_LEN};
 use crate::store::StoreError;
 use bytes::Bytes;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use crossbeam_utils::CachePadded;
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::{Mutex, MutexGuard};
 use sealfs_proto::Errno;
@@ -70,7 +71,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// `"SEALSEG1"`: the first bytes of every segment.
 pub const SEG_MAGIC: &[u8; 8] = b"SEALSEG1";
@@ -176,7 +177,14 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, StoreError> {
 pub(crate) struct Seg {
     id: u32,
     file: File,
-    map: Option<MmapRaw>,
+    /// Shared with the views handed out of it (see [`Seg::views`]), which
+    /// may outlive the segment.
+    map: Option<Arc<MmapRaw>>,
+    /// Once sealed (no byte of it changes again): [`VIEW_SHARDS`] views of
+    /// its records. A shared read takes a slice of one of them, picked by
+    /// thread, so that reads on two cores count their references on
+    /// different cache lines and make no allocation.
+    views: OnceLock<Box<[CachePadded<Bytes>]>>,
     /// Created by this log: writable through `map`. Segments found at open
     /// are sealed and mapped read-only.
     writable: bool,
@@ -208,11 +216,47 @@ impl InPlace<'_> {
         let inside = at <= self.bytes.len() && part.len() <= self.bytes.len() - at;
         match self.seg {
             Some((seg, off)) if inside => {
-                let start = off + at;
-                Bytes::from_owner(SegBytes::Mapped(Arc::clone(seg), start..start + part.len()))
+                let (start, end) = (off + at, off + at + part.len());
+                if let Some(views) = seg.views.get() {
+                    let view = &views[view_shard() % views.len()];
+                    if end <= view.len() {
+                        return view.slice(start..end);
+                    }
+                }
+                Bytes::from_owner(SegBytes::Mapped(Arc::clone(seg), start..end))
             }
             _ => Bytes::copy_from_slice(part),
         }
+    }
+}
+
+/// Views a sealed segment keeps ([`Seg::views`]).
+const VIEW_SHARDS: usize = 16;
+
+/// The view shard of the calling thread: threads take them in turn.
+fn view_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    SHARD.with(|s| *s)
+}
+
+/// The first `len` bytes of a sealed segment's mapping: the owner behind
+/// its views. Holding the mapping (not the segment) keeps it mapped after
+/// the segment is closed or compacted away, and makes no cycle.
+struct SealedBytes {
+    map: Arc<MmapRaw>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for SealedBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `len` is at most the mapping's length ([`Seg::seal_views`]
+        // checks it), and the mapping lives as long as `self.map`. The
+        // bytes are a sealed segment's published records: nothing writes
+        // them again, and its file is never cut below them (sealing trims
+        // only the zeros past them; compaction unlinks the file, which
+        // leaves its pages mapped), so no access faults.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.len) }
     }
 }
 
@@ -231,15 +275,43 @@ impl Seg {
                 o.map_raw_read_only(&file).ok()
             }
         });
-        Seg {
+        let seg = Seg {
             id,
             file,
-            map,
+            map: map.map(Arc::new),
+            views: OnceLock::new(),
             writable,
             len: AtomicU64::new(len),
             first_seq: AtomicU64::new(seqs.0),
             max_seq: AtomicU64::new(seqs.1),
+        };
+        if !writable {
+            seg.seal_views();
         }
+        seg
+    }
+
+    /// Makes the views of a segment no byte of which changes again (see
+    /// [`Seg::views`]).
+    fn seal_views(&self) {
+        let Some(map) = &self.map else { return };
+        let len = self.len.load(Ordering::Acquire);
+        let Ok(len) = usize::try_from(len) else {
+            return;
+        };
+        if len > map.len() {
+            return;
+        }
+        self.views.get_or_init(|| {
+            (0..VIEW_SHARDS)
+                .map(|_| {
+                    CachePadded::new(Bytes::from_owner(SealedBytes {
+                        map: Arc::clone(map),
+                        len,
+                    }))
+                })
+                .collect()
+        });
     }
 
     /// The bytes `start..end` of the segment, through its mapping, if
@@ -847,6 +919,7 @@ impl Log {
     /// zeros written ahead of appends are given back) and it waits for
     /// the next sync.
     fn seal(&self, seg: Arc<Seg>) {
+        seg.seal_views();
         if seg.writable {
             if let Err(e) = seg.file.set_len(seg.len.load(Ordering::Relaxed)) {
                 // Harmless: the zeros after the last record are taken for
