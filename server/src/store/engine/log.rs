@@ -1037,7 +1037,6 @@ impl Log {
         })?;
         let (start, end) = (pos.off as usize, pos.off as usize + len as usize);
         if let Some(b) = seg.bytes(start, end) {
-            super::sys::prefetch(b);
             return Ok(f(InPlace {
                 bytes: b,
                 seg: Some((seg, start)),

@@ -68,23 +68,3 @@ pub fn boot_id() -> u64 {
         Err(_) => 0,
     }
 }
-
-/// Asks the CPU to start loading every cache line of `b` now, so that a
-/// record read from memory arrives in parallel rather than line by line
-/// behind the hardware prefetcher, which stops at each 4 KiB page.
-#[inline]
-pub fn prefetch(b: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let mut at = 0;
-        while at < b.len() {
-            // SAFETY: a prefetch never faults and changes no memory; the
-            // address lies inside `b` anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().add(at).cast()) };
-            at += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = b;
-}
