@@ -62,7 +62,6 @@ use super::record::{self, u32_at, u64_at, Unsealed, REC_HEADER_LEN};
 use crate::store::StoreError;
 use bytes::Bytes;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
-use crossbeam_utils::CachePadded;
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::{Mutex, MutexGuard};
 use sealfs_proto::Errno;
@@ -183,8 +182,10 @@ pub(crate) struct Seg {
     /// Once sealed (no byte of it changes again): [`VIEW_SHARDS`] views of
     /// its records. A shared read takes a slice of one of them, picked by
     /// thread, so that reads on two cores count their references on
-    /// different cache lines and make no allocation.
-    views: OnceLock<Box<[CachePadded<Bytes>]>>,
+    /// different cache lines (each view's count sits in its owner's
+    /// allocation, aligned to a line pair: [`SealedBytes`]) and make no
+    /// allocation.
+    views: OnceLock<Box<[Bytes]>>,
     /// Created by this log: writable through `map`. Segments found at open
     /// are sealed and mapped read-only.
     writable: bool,
@@ -242,7 +243,11 @@ fn view_shard() -> usize {
 
 /// The first `len` bytes of a sealed segment's mapping: the owner behind
 /// its views. Holding the mapping (not the segment) keeps it mapped after
-/// the segment is closed or compacted away, and makes no cycle.
+/// the segment is closed or compacted away, and makes no cycle. Aligned
+/// to 128 bytes (two cache lines, what the adjacent-line prefetcher pairs)
+/// so that the reference count `Bytes` keeps beside each owner is alone on
+/// its lines: the views' owners are allocated one after the other.
+#[repr(align(128))]
 struct SealedBytes {
     map: Arc<MmapRaw>,
     len: usize,
@@ -305,10 +310,10 @@ impl Seg {
         self.views.get_or_init(|| {
             (0..VIEW_SHARDS)
                 .map(|_| {
-                    CachePadded::new(Bytes::from_owner(SealedBytes {
+                    Bytes::from_owner(SealedBytes {
                         map: Arc::clone(map),
                         len,
-                    }))
+                    })
                 })
                 .collect()
         });
@@ -437,7 +442,11 @@ impl std::ops::Deref for SegBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            SegBytes::Mapped(s, r) => s.bytes(r.start, r.end).unwrap_or(&[]),
+            // Never empty in its place: compaction would take a segment
+            // read as empty for one without live records.
+            SegBytes::Mapped(s, r) => s
+                .bytes(r.start, r.end)
+                .expect("a segment range checked when made stays readable"),
             SegBytes::Read(b) => b,
         }
     }
