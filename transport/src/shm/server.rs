@@ -158,8 +158,9 @@ impl Conn {
     }
 
     /// Writes the reply to `id` into the completion ring if there is room.
-    /// `cache` keeps an encoding made when the reply did not fit in place.
-    fn try_push(&self, id: u64, reply: &Reply, cache: &mut Option<Vec<u8>>) -> Push {
+    /// `cache` keeps an encoding made when the reply did not fit in place
+    /// (or while the ring was full); with one there, `reply` may be gone.
+    fn try_push(&self, id: u64, reply: Option<&Reply>, cache: &mut Option<Vec<u8>>) -> Push {
         if self.closed.load(Ordering::Relaxed) {
             return Push::Gone;
         }
@@ -179,45 +180,30 @@ impl Conn {
         if r.cq_prod - r.cq_cons >= ENTRIES {
             return Push::Full;
         }
-        let (space, len) = match cache {
-            None => {
-                let space = r.alloc.best();
-                let direct = self
-                    .region
-                    .with_data_mut(Dir::Cq, space.off, space.avail, |buf| {
-                        if buf.len() < FRAME_HEADER_LEN {
-                            return None;
-                        }
-                        let n = postcard::to_slice(reply, &mut buf[FRAME_HEADER_LEN..])
-                            .ok()?
-                            .len();
-                        write_frame_header(buf, FrameKind::Reply, id, n)?;
-                        Some(FRAME_HEADER_LEN + n)
-                    });
-                match direct.flatten() {
-                    Some(len) => (space, len),
-                    None => {
-                        let mut v = Vec::new();
-                        if let Err(e) = encode_frame(FrameKind::Reply, id, reply, &mut v) {
-                            tracing::warn!("reply to {id} does not fit a frame: {e}");
-                            encode_frame(
-                                FrameKind::Reply,
-                                id,
-                                &Reply::Err(Errno::EOVERFLOW),
-                                &mut v,
-                            )
-                            .expect("an errno fits a frame");
-                        }
-                        *cache = Some(v);
-                        return self.push_cached(&mut r, id, cache);
+        if cache.is_none() {
+            // Without either, the caller erred: say so rather than hang.
+            let reply = reply.unwrap_or(&Reply::Err(Errno::EIO));
+            let space = r.alloc.best();
+            let direct = self
+                .region
+                .with_data_mut(Dir::Cq, space.off, space.avail, |buf| {
+                    if buf.len() < FRAME_HEADER_LEN {
+                        return None;
                     }
-                }
+                    let n = postcard::to_slice(reply, &mut buf[FRAME_HEADER_LEN..])
+                        .ok()?
+                        .len();
+                    write_frame_header(buf, FrameKind::Reply, id, n)?;
+                    Some(FRAME_HEADER_LEN + n)
+                });
+            if let Some(len) = direct.flatten() {
+                r.alloc.commit(space, len);
+                self.publish(&mut r, id, space.off, len);
+                return Push::Done;
             }
-            Some(_) => return self.push_cached(&mut r, id, cache),
-        };
-        r.alloc.commit(space, len);
-        self.publish(&mut r, id, space.off, len);
-        Push::Done
+            *cache = Some(encode_reply(id, reply));
+        }
+        self.push_cached(&mut r, id, cache)
     }
 
     fn push_cached(&self, r: &mut ReplySide, id: u64, cache: &mut Option<Vec<u8>>) -> Push {
@@ -245,20 +231,42 @@ impl Conn {
     }
 
     /// Pushes a reply, waiting (asynchronously) while the client's
-    /// completion ring is full; gives up when the client is gone.
+    /// completion ring is full; gives up when the client is gone. While
+    /// it waits it keeps the reply's encoding, not the reply: a client
+    /// that stops reading must not pin what a reply holds (a read's view
+    /// of a log segment keeps that segment mapped, and its disk space in
+    /// use after compaction deleted it).
     async fn push(self: Arc<Self>, id: u64, reply: Reply) {
         let mut cache = None;
+        let mut reply = Some(reply);
         let mut pause = Duration::from_micros(20);
         loop {
-            match self.try_push(id, &reply, &mut cache) {
+            match self.try_push(id, reply.as_ref(), &mut cache) {
                 Push::Done | Push::Gone => return,
                 Push::Full => {
+                    if let Some(r) = reply.take() {
+                        if cache.is_none() {
+                            cache = Some(encode_reply(id, &r));
+                        }
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(5));
                 }
             }
         }
     }
+}
+
+/// The frame of the reply to `id`; `EOVERFLOW` in its place when it does
+/// not fit a frame.
+fn encode_reply(id: u64, reply: &Reply) -> Vec<u8> {
+    let mut v = Vec::new();
+    if let Err(e) = encode_frame(FrameKind::Reply, id, reply, &mut v) {
+        tracing::warn!("reply to {id} does not fit a frame: {e}");
+        encode_frame(FrameKind::Reply, id, &Reply::Err(Errno::EOVERFLOW), &mut v)
+            .expect("an errno fits a frame");
+    }
+    v
 }
 
 struct Slot {
@@ -513,7 +521,7 @@ impl<H: Handler> Poller<H> {
 
     fn finish(&self, conn: &Arc<Conn>, id: u64, reply: Reply) {
         let mut cache = None;
-        if let Push::Full = conn.try_push(id, &reply, &mut cache) {
+        if let Push::Full = conn.try_push(id, Some(&reply), &mut cache) {
             conn.in_flight.fetch_add(1, Ordering::Relaxed);
             let conn = conn.clone();
             self.rt.spawn(async move {
