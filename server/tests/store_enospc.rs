@@ -33,6 +33,18 @@ fn mount_tmpfs(at: &Path) -> Result<Tmpfs, String> {
     Ok(Tmpfs(at.to_path_buf()))
 }
 
+/// A 32 MiB tmpfs at `base/tmpfs`, or `None` once it said why `test`
+/// skips.
+fn tmpfs_or_skip(base: &Path, test: &str) -> Option<Tmpfs> {
+    match mount_tmpfs(&base.join("tmpfs")) {
+        Ok(m) => Some(m),
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
 fn open(data: &Path, meta: &Path) -> LogDataStore {
     open_with(data, meta, 1 << 20)
 }
@@ -49,14 +61,10 @@ fn open_with(data: &Path, meta: &Path, segment_size: u64) -> LogDataStore {
 #[test]
 fn full_data_device_gives_enospc_and_recovers() {
     let base = tempfile::tempdir().unwrap();
-    let mnt = base.path().join("tmpfs");
-    let _m = match mount_tmpfs(&mnt) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED full_data_device_gives_enospc_and_recovers: {why}");
-            return;
-        }
+    let Some(m) = tmpfs_or_skip(base.path(), "full_data_device_gives_enospc_and_recovers") else {
+        return;
     };
+    let mnt = m.0.clone();
     let data = mnt.join("data");
     let meta = base.path().join("meta");
     // Ballast the user can delete later.
@@ -143,14 +151,10 @@ fn full_data_device_gives_enospc_and_recovers() {
 #[test]
 fn a_full_disk_met_at_segment_rolls_stays_full() {
     let base = tempfile::tempdir().unwrap();
-    let mnt = base.path().join("tmpfs");
-    let _m = match mount_tmpfs(&mnt) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED a_full_disk_met_at_segment_rolls_stays_full: {why}");
-            return;
-        }
+    let Some(m) = tmpfs_or_skip(base.path(), "a_full_disk_met_at_segment_rolls_stays_full") else {
+        return;
     };
+    let mnt = m.0.clone();
     let data = mnt.join("data");
     let meta = base.path().join("meta");
     std::fs::write(mnt.join("ballast"), vec![1u8; 2 << 20]).unwrap();
