@@ -772,7 +772,38 @@ impl Log {
                 std::io::Error::from_raw_os_error(libc::EFBIG),
             ));
         }
-        let (li, mut lane) = self.take_lane();
+        let (li, lane) = self.take_lane();
+        match self.append_on(li, lane, frees, &mut buf, &recs) {
+            // This lane's segment or its next one met a full disk, but
+            // another lane may still have room written ahead of its
+            // appends. The writer gets ENOSPC only when no lane has room,
+            // so that the next writer meets the same full disk rather than
+            // whichever lane happened to be free (the lanes are tried one
+            // at a time, each after the last one was let go).
+            Err(e) if e.errno() == Errno::ENOSPC => {
+                for l in (0..self.lanes.len()).filter(|&l| l != li) {
+                    match self.append_on(l, self.lanes[l].w.lock(), frees, &mut buf, &recs) {
+                        Err(e2) if e2.errno() == Errno::ENOSPC => {}
+                        r => return r,
+                    }
+                }
+                Err(e)
+            }
+            r => r,
+        }
+    }
+
+    /// [`Log::append`] on lane `li` (held): the encoded commit `buf` of
+    /// records `recs`, sealed here with a new sequence number.
+    fn append_on(
+        &self,
+        li: usize,
+        mut lane: MutexGuard<'_, Lane>,
+        frees: bool,
+        buf: &mut [u8],
+        recs: &[Unsealed],
+    ) -> Result<Appended, StoreError> {
+        let n = buf.len() as u64;
         let seg = match &lane.seg {
             Some(s) if s.len.load(Ordering::Relaxed) + n <= self.seg_size => s.clone(),
             Some(s) if s.len.load(Ordering::Relaxed) <= SEG_HEADER_LEN => s.clone(),
@@ -797,22 +828,22 @@ impl Log {
             t.recent.push_back((seq, start));
             seq
         };
-        for r in &recs {
-            record::seal(&mut buf, r, seq);
+        for r in recs {
+            record::seal(buf, r, seq);
         }
         let gen = self.sync_gen.load(Ordering::Relaxed);
-        let mapped = seg.write_mapped(&self.mapped_appends, &mut lane.window, gen, at, &buf);
+        let mapped = seg.write_mapped(&self.mapped_appends, &mut lane.window, gen, at, buf);
         if let Err(mut e) = if mapped {
             Ok(())
         } else {
-            seg.file.write_all_at(&buf, at)
+            seg.file.write_all_at(buf, at)
         } {
             // Never leave a partial commit behind: cut back to the old end.
             let _ = seg.file.set_len(at);
             lane.window.ready = lane.window.ready.min(at);
             let full = e.raw_os_error() == Some(libc::ENOSPC);
             if full && frees && self.give_up_reserve() {
-                match seg.file.write_all_at(&buf, at) {
+                match seg.file.write_all_at(buf, at) {
                     Ok(()) => e = std::io::Error::from_raw_os_error(0),
                     Err(e2) => {
                         let _ = seg.file.set_len(at);
