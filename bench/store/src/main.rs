@@ -13,7 +13,11 @@
 //!   write transaction per create/delete, durable as the engine's commits
 //!   (`Eventual`, `Immediate` or `None` for the three policies);
 //! * `plain`: plain files in a directory per thread (create, write, close;
-//!   stat; open, read; unlink), the file system's own durability.
+//!   stat; open, read; unlink), the file system's own durability;
+//! * `floor`: no store, only the cache misses and the pass over the data
+//!   that the engine's stat and read cannot avoid, over tables of the same
+//!   sizes (see [`floor`]): the fastest any store of this shape could go
+//!   on this machine in this minute (stat and read phases only).
 //!
 //! The targets run side by side: each phase, and each round of the stat
 //! and read phases, runs on every target in turn before the next starts.
@@ -26,11 +30,15 @@
 //! and after the index is deleted (rebuilt from the log).
 //!
 //! Usage: `sealfs-store-bench --dir /mnt/ext4j/bench [--files 200000]
-//! [--threads 8] [--sync fsync|always|none] [--restart-files 1000000] [--only engine,redb,plain,restart]
-//! [--no-reads] [--no-compaction] [--rounds N]`: `--rounds` runs the stat
-//! and read phases N times each and reports their median rate (steadier
-//! figures, and a profile of the read paths); `--no-compaction` runs the
-//! engine without background compaction, to see what it costs.
+//! [--threads 8] [--sync fsync|always|none] [--restart-files 1000000]
+//! [--only engine,redb,plain,floor,restart]
+//! [--no-reads] [--no-compaction] [--rounds N] [--lanes N]`: `--rounds`
+//! runs the stat and read phases N times each and reports their median
+//! rate (steadier figures, and a profile of the read paths);
+//! `--no-compaction` runs the engine without background compaction, to see
+//! what it costs; `--lanes` sets the engine's log lanes (its default: 4).
+
+mod floor;
 
 use sealfs_proto::{Attr, DirEntry, FileKind, Inode, Timespec};
 use sealfs_server::engine::EngineOptions;
@@ -69,6 +77,8 @@ struct Args {
     rounds: u64,
     /// Run the engine without background compaction (to see its cost).
     no_compaction: bool,
+    /// The engine's log lanes (its default when not given).
+    lanes: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -82,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
         no_reads: false,
         rounds: 1,
         no_compaction: false,
+        lanes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -104,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
             "--only" => a.only = Some(v()?),
             "--no-reads" => a.no_reads = true,
             "--no-compaction" => a.no_compaction = true,
+            "--lanes" => a.lanes = Some(v()?.parse().map_err(|e| format!("--lanes: {e}"))?),
             "--rounds" => {
                 a.rounds = v()?
                     .parse::<u64>()
@@ -184,6 +196,10 @@ trait Target: Send + Sync {
     fn stat(&self, t: u64, i: u64);
     fn read(&self, t: u64, i: u64);
     fn delete(&self, t: u64, i: u64);
+    /// Whether it has phase `p` (0 create, 1 stat, 2 read, 3 delete).
+    fn has(&self, _p: usize) -> bool {
+        true
+    }
     /// Said after the create phase (sizes).
     fn report(&self, _files: u64) {}
     /// Said after the delete phase (compaction's work).
@@ -335,6 +351,20 @@ fn postcard_like(ino: u64) -> Vec<u8> {
     v
 }
 
+impl Target for floor::FloorTarget {
+    fn create(&self, _t: u64, _i: u64) {}
+    fn stat(&self, t: u64, i: u64) {
+        floor::FloorTarget::stat(self, t, i)
+    }
+    fn read(&self, t: u64, i: u64) {
+        floor::FloorTarget::read(self, t, i)
+    }
+    fn delete(&self, _t: u64, _i: u64) {}
+    fn has(&self, p: usize) -> bool {
+        p == 1 || p == 2
+    }
+}
+
 struct PlainTarget {
     /// The directory of the files' directories.
     root: String,
@@ -379,11 +409,17 @@ fn run_phases(
         let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); targets.len()];
         for _ in 0..rounds {
             for (k, (_, target)) in targets.iter().enumerate() {
+                if !target.has(p) {
+                    continue;
+                }
                 rates[k].push(run_phase(target, p, files, threads));
             }
         }
         for (k, (name, target)) in targets.iter().enumerate() {
             let r = &mut rates[k];
+            if r.is_empty() {
+                continue;
+            }
             r.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (rate, synced) = r[r.len() / 2];
             out[k][p] = rate;
@@ -459,7 +495,9 @@ fn sync_disks() {
 }
 
 fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
+    if r.is_nan() {
+        "—".into()
+    } else if r >= 1e6 {
         format!("{:.2}M/s", r / 1e6)
     } else if r >= 1e3 {
         format!("{:.1}k/s", r / 1e3)
@@ -490,6 +528,10 @@ fn main() {
         sync_interval: (a.sync == Policy::Fsync).then_some(sealfs_server::LAZY_SYNC_INTERVAL),
         compaction: !a.no_compaction,
         ..Default::default()
+    };
+    let opts = EngineOptions {
+        lanes: a.lanes.unwrap_or(opts.lanes),
+        ..opts
     };
     println!(
         "store benchmark: {} files of 4 KiB, {} threads, sync {policy}, under {}",
@@ -528,6 +570,9 @@ fn main() {
         };
         targets.push(("redb", Arc::new(RedbTarget { db, durability })));
     }
+    if want("floor") {
+        targets.push(("floor", Arc::new(floor::FloorTarget::new(a.files, a.threads))));
+    }
     if want("plain") {
         let d = fresh(&a.dir.join("plain"));
         for t in 0..a.threads {
@@ -543,7 +588,8 @@ fn main() {
     }
     eprintln!(
         "targets, each phase on each in turn: engine = packed log + mapped index; \
-         redb = the same records, one transaction per create/delete; plain files"
+         redb = the same records, one transaction per create/delete; floor = the \
+         engine's cache misses and data pass alone; plain files"
     );
     let rates = run_phases(&targets, a.files, a.threads, a.no_reads, a.rounds);
     let names: Vec<&str> = targets.iter().map(|t| t.0).collect();
@@ -557,6 +603,10 @@ fn main() {
     for (name, r) in &rows {
         let cells: Vec<String> = (0..6)
             .map(|p| match engine {
+                _ if r[p].is_nan() => fmt_rate(r[p]),
+                Some(e) if *name == "floor" => {
+                    format!("{} (engine at {:.0} %)", fmt_rate(r[p]), 100.0 * e[p] / r[p])
+                }
                 Some(e) if *name != "engine" => {
                     format!("{} (engine {:.1}x)", fmt_rate(r[p]), e[p] / r[p])
                 }
