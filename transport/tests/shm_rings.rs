@@ -389,6 +389,73 @@ fn garbage_in_the_region_disconnects_only_that_client() {
     assert!(!raw.closed_by_server());
 }
 
+/// A client that stops taking its completions fills its completion ring:
+/// the server must stop at the ring's end (never write over a completion
+/// the client has not taken), keep the replies that did not fit, and
+/// deliver each of them, once and intact, when the client takes the rest.
+#[test]
+fn a_full_completion_ring_holds_the_rest_of_the_replies_until_there_is_room() {
+    const ENTRIES: u64 = 64;
+    const EXTRA: u64 = 6;
+    let rt = runtime();
+    let (_server, addr) = start(&rt, "cqfull");
+    let raw = RawRing::connect(&addr).unwrap();
+    let frame = |id: u64| {
+        let env = sealfs_proto::Envelope {
+            epoch: 0,
+            req: Request::GetAttr {
+                path: format!("/full-{id}"),
+            },
+        };
+        let mut f = Vec::new();
+        sealfs_proto::frame::encode_frame(sealfs_proto::FrameKind::Request, id, &env, &mut f)
+            .unwrap();
+        f
+    };
+    for k in 0..ENTRIES + EXTRA {
+        // Entry k reuses the ring slot and data of entry k - ENTRIES: wait
+        // until the server has copied that one out.
+        wait_until("room in the submission ring", Duration::from_secs(20), || {
+            k - raw.sq_cons() < ENTRIES
+        });
+        let f = frame(k + 1);
+        let off = (k % ENTRIES) as u32 * 256;
+        raw.write_data(off as usize, &f);
+        raw.submit(k, k + 1, off, f.len() as u32);
+    }
+    wait_until("a full completion ring", Duration::from_secs(20), || {
+        raw.cq_prod() >= ENTRIES
+    });
+    // The server has all the requests: the rest wait for room. Nothing may
+    // be published past the ring's end, now or a little later.
+    wait_until("every request taken", Duration::from_secs(20), || {
+        raw.sq_cons() == ENTRIES + EXTRA
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(raw.cq_prod(), ENTRIES, "completions published over untaken ones");
+    let mut seen = std::collections::BTreeSet::new();
+    let check = |idx: u64, seen: &mut std::collections::BTreeSet<u64>| {
+        let (id, reply) = raw.completion(idx).unwrap_or_else(|e| panic!("entry {idx}: {e}"));
+        match reply {
+            Reply::Data(d) => assert_eq!(&d[..], format!("/full-{id}").as_bytes(), "entry {idx}"),
+            other => panic!("entry {idx}: {other:?}"),
+        }
+        assert!(seen.insert(id), "reply {id} delivered twice");
+    };
+    for idx in 0..ENTRIES {
+        check(idx, &mut seen);
+    }
+    raw.set_cq_cons(ENTRIES);
+    wait_until("the replies that waited", Duration::from_secs(20), || {
+        raw.cq_prod() == ENTRIES + EXTRA
+    });
+    for idx in ENTRIES..ENTRIES + EXTRA {
+        check(idx, &mut seen);
+    }
+    assert_eq!(seen, (1..=ENTRIES + EXTRA).collect());
+    assert!(!raw.closed_by_server());
+}
+
 #[test]
 fn idle_rings_burn_no_cpu() {
     let rt = runtime();

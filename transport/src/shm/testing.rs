@@ -63,6 +63,21 @@ impl RawRing {
         self.region.control().cq_prod.load(Ordering::Acquire)
     }
 
+    /// Submission entries the server consumed.
+    pub fn sq_cons(&self) -> u64 {
+        self.region.control().sq_cons.load(Ordering::Acquire)
+    }
+
+    /// The reply of completion entry `idx`: its id and its decoded reply,
+    /// or why the entry or its frame is wrong.
+    pub fn completion(&self, idx: u64) -> Result<(u64, sealfs_proto::Reply), String> {
+        let (h, reply) = self
+            .region
+            .decode_frame::<sealfs_proto::Reply>(Dir::Cq, idx, sealfs_proto::FrameKind::Reply)
+            .map_err(|v| v.to_string())?;
+        Ok((h.id, reply?))
+    }
+
     /// Whether the server closed this ring's socket.
     pub fn closed_by_server(&self) -> bool {
         sys::peer_gone(self.sock.as_raw_fd())
