@@ -415,9 +415,11 @@ fn a_full_completion_ring_holds_the_rest_of_the_replies_until_there_is_room() {
     for k in 0..ENTRIES + EXTRA {
         // Entry k reuses the ring slot and data of entry k - ENTRIES: wait
         // until the server has copied that one out.
-        wait_until("room in the submission ring", Duration::from_secs(20), || {
-            k - raw.sq_cons() < ENTRIES
-        });
+        wait_until(
+            "room in the submission ring",
+            Duration::from_secs(20),
+            || k - raw.sq_cons() < ENTRIES,
+        );
         let f = frame(k + 1);
         let off = (k % ENTRIES) as u32 * 256;
         raw.write_data(off as usize, &f);
@@ -432,10 +434,16 @@ fn a_full_completion_ring_holds_the_rest_of_the_replies_until_there_is_room() {
         raw.sq_cons() == ENTRIES + EXTRA
     });
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(raw.cq_prod(), ENTRIES, "completions published over untaken ones");
+    assert_eq!(
+        raw.cq_prod(),
+        ENTRIES,
+        "completions published over untaken ones"
+    );
     let mut seen = std::collections::BTreeSet::new();
     let check = |idx: u64, seen: &mut std::collections::BTreeSet<u64>| {
-        let (id, reply) = raw.completion(idx).unwrap_or_else(|e| panic!("entry {idx}: {e}"));
+        let (id, reply) = raw
+            .completion(idx)
+            .unwrap_or_else(|e| panic!("entry {idx}: {e}"));
         match reply {
             Reply::Data(d) => assert_eq!(&d[..], format!("/full-{id}").as_bytes(), "entry {idx}"),
             other => panic!("entry {idx}: {other:?}"),
