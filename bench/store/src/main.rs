@@ -571,7 +571,10 @@ fn main() {
         targets.push(("redb", Arc::new(RedbTarget { db, durability })));
     }
     if want("floor") {
-        targets.push(("floor", Arc::new(floor::FloorTarget::new(a.files, a.threads))));
+        targets.push((
+            "floor",
+            Arc::new(floor::FloorTarget::new(a.files, a.threads)),
+        ));
     }
     if want("plain") {
         let d = fresh(&a.dir.join("plain"));
@@ -605,7 +608,11 @@ fn main() {
             .map(|p| match engine {
                 _ if r[p].is_nan() => fmt_rate(r[p]),
                 Some(e) if *name == "floor" => {
-                    format!("{} (engine at {:.0} %)", fmt_rate(r[p]), 100.0 * e[p] / r[p])
+                    format!(
+                        "{} (engine at {:.0} %)",
+                        fmt_rate(r[p]),
+                        100.0 * e[p] / r[p]
+                    )
                 }
                 Some(e) if *name != "engine" => {
                     format!("{} (engine {:.1}x)", fmt_rate(r[p]), e[p] / r[p])
