@@ -461,6 +461,13 @@ fn a_full_completion_ring_holds_the_rest_of_the_replies_until_there_is_room() {
         check(idx, &mut seen);
     }
     assert_eq!(seen, (1..=ENTRIES + EXTRA).collect());
+    // And nothing after them: a reply pushed twice would show here.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        raw.cq_prod(),
+        ENTRIES + EXTRA,
+        "more completions than requests"
+    );
     assert!(!raw.closed_by_server());
 }
 
