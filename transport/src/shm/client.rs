@@ -140,19 +140,15 @@ impl RingConn {
         // Encode straight into the shared area when the message fits the
         // largest free piece; otherwise learn its size and wait for room.
         let space = self.sq_alloc.best();
-        let direct = self
-            .region
-            .with_data_mut(Dir::Sq, space.off, space.avail, |buf| {
-                if buf.len() < FRAME_HEADER_LEN {
-                    return None;
-                }
-                let n = postcard::to_slice(&msg, &mut buf[FRAME_HEADER_LEN..])
-                    .ok()?
-                    .len();
-                write_frame_header(buf, FrameKind::Request, id, n)?;
-                Some(FRAME_HEADER_LEN + n)
-            });
-        let (space, len) = match direct.flatten() {
+        let direct = self.region.encode_frame_at(
+            Dir::Sq,
+            space.off,
+            space.avail,
+            FrameKind::Request,
+            id,
+            &msg,
+        );
+        let (space, len) = match direct {
             Some(len) => (space, len),
             None => {
                 self.scratch.clear();

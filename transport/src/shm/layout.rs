@@ -215,6 +215,32 @@ impl Region {
         Some(f(s))
     }
 
+    /// Encodes `msg` as a frame of `kind` for `id` straight into the data
+    /// area of `dir` at `off`, within `avail` bytes (no copy through a
+    /// buffer); its whole length, or `None` when it does not fit there
+    /// (or not in a frame).
+    pub fn encode_frame_at<T: serde::Serialize>(
+        &self,
+        dir: Dir,
+        off: usize,
+        avail: usize,
+        kind: FrameKind,
+        id: u64,
+        msg: &T,
+    ) -> Option<usize> {
+        self.with_data_mut(dir, off, avail, |buf| {
+            if buf.len() < FRAME_HEADER_LEN {
+                return None;
+            }
+            let n = postcard::to_slice(msg, &mut buf[FRAME_HEADER_LEN..])
+                .ok()?
+                .len();
+            write_frame_header(buf, kind, id, n)?;
+            Some(FRAME_HEADER_LEN + n)
+        })
+        .flatten()
+    }
+
     /// Reads the entry at index `idx` of `dir`, checks it and its frame
     /// header, and decodes the frame's payload straight from the data area
     /// (a 1 MiB write's bytes are copied once, into the decoded request).

@@ -23,15 +23,14 @@
 //! with a logged reason; the others are not affected.
 
 use super::layout::{
-    check_cons, check_prod, write_frame_header, DataAlloc, Dir, Region, Violation, ENTRIES, MAGIC,
-    REGION_LEN,
+    check_cons, check_prod, DataAlloc, Dir, Region, Violation, ENTRIES, MAGIC, REGION_LEN,
 };
 use super::sys::{self, Mapping};
 use super::{ring_socket_name, RingConfig};
 use crate::tcp::{Handler, MAX_IN_FLIGHT};
 use parking_lot::Mutex;
 use sealfs_proto::frame::encode_frame;
-use sealfs_proto::{Envelope, Errno, FrameKind, Reply, FRAME_HEADER_LEN};
+use sealfs_proto::{Envelope, Errno, FrameKind, Reply};
 use std::future::Future;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -184,19 +183,15 @@ impl Conn {
             // Without either, the caller erred: say so rather than hang.
             let reply = reply.unwrap_or(&Reply::Err(Errno::EIO));
             let space = r.alloc.best();
-            let direct = self
-                .region
-                .with_data_mut(Dir::Cq, space.off, space.avail, |buf| {
-                    if buf.len() < FRAME_HEADER_LEN {
-                        return None;
-                    }
-                    let n = postcard::to_slice(reply, &mut buf[FRAME_HEADER_LEN..])
-                        .ok()?
-                        .len();
-                    write_frame_header(buf, FrameKind::Reply, id, n)?;
-                    Some(FRAME_HEADER_LEN + n)
-                });
-            if let Some(len) = direct.flatten() {
+            let direct = self.region.encode_frame_at(
+                Dir::Cq,
+                space.off,
+                space.avail,
+                FrameKind::Reply,
+                id,
+                reply,
+            );
+            if let Some(len) = direct {
                 r.alloc.commit(space, len);
                 self.publish(&mut r, id, space.off, len);
                 return Push::Done;
