@@ -420,6 +420,14 @@ fn run_phases(
             if r.is_empty() {
                 continue;
             }
+            if r.len() > 1 {
+                let passes: Vec<String> = r.iter().map(|x| fmt_rate(x.0)).collect();
+                eprintln!(
+                    "  {name:<12} {:<22} passes in order: {}",
+                    PHASES[p],
+                    passes.join(", ")
+                );
+            }
             r.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (rate, synced) = r[r.len() / 2];
             out[k][p] = rate;
