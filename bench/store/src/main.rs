@@ -532,14 +532,12 @@ fn main() {
         Policy::Always => "always",
         Policy::None => "none",
     };
+    let defaults = EngineOptions::default();
     let opts = EngineOptions {
         sync_interval: (a.sync == Policy::Fsync).then_some(sealfs_server::LAZY_SYNC_INTERVAL),
         compaction: !a.no_compaction,
-        ..Default::default()
-    };
-    let opts = EngineOptions {
-        lanes: a.lanes.unwrap_or(opts.lanes),
-        ..opts
+        lanes: a.lanes.unwrap_or(defaults.lanes),
+        ..defaults
     };
     println!(
         "store benchmark: {} files of 4 KiB, {} threads, sync {policy}, under {}",
