@@ -12,6 +12,10 @@
 //! * `redb`: the same records (inode, entry, data) in one redb database, one
 //!   write transaction per create/delete, durable as the engine's commits
 //!   (`Eventual`, `Immediate` or `None` for the three policies);
+//! * `fjall`: the same records in a fjall LSM tree (one keyspace per kind,
+//!   uncompressed, a 2 GiB block cache), one atomic write batch per
+//!   create/delete, in the OS's buffers when it returns (`fsync`, `none`)
+//!   or synced (`always`);
 //! * `plain`: plain files in a directory per thread (create, write, close;
 //!   stat; open, read; unlink), the file system's own durability;
 //! * `floor`: no store, only the cache misses and the pass over the data
@@ -31,7 +35,7 @@
 //!
 //! Usage: `sealfs-store-bench --dir /mnt/ext4j/bench [--files 200000]
 //! [--threads 8] [--sync fsync|always|none] [--restart-files 1000000]
-//! [--only engine,redb,plain,floor,restart]
+//! [--only engine,redb,fjall,plain,floor,restart]
 //! [--no-reads] [--no-compaction] [--rounds N] [--lanes N]`: `--rounds`
 //! runs the stat and read phases N times each and reports their median
 //! rate (steadier figures, and a profile of the read paths);
@@ -200,6 +204,10 @@ trait Target: Send + Sync {
     fn has(&self, _p: usize) -> bool {
         true
     }
+    /// Waits (untimed, before each phase) until background work the
+    /// target started has ended, so that it does not run beside the next
+    /// phase of another target.
+    fn settle(&self) {}
     /// Said after the create phase (sizes).
     fn report(&self, _files: u64) {}
     /// Said after the delete phase (compaction's work).
@@ -344,6 +352,84 @@ impl Target for RedbTarget {
     }
 }
 
+/// The same records in a fjall LSM tree: one keyspace each for inodes,
+/// entries and data, one atomic write batch per create and per delete.
+/// fjall's default durability is the engine's `fsync` policy: a batch is
+/// in the operating system's buffers when `commit` returns, on disk after
+/// a `persist` or a `sync`.
+struct FjallTarget {
+    db: fjall::Database,
+    inodes: fjall::Keyspace,
+    entries: fjall::Keyspace,
+    data: fjall::Keyspace,
+    durability: Option<fjall::PersistMode>,
+}
+
+impl FjallTarget {
+    fn open(dir: &Path, sync: Policy) -> fjall::Result<FjallTarget> {
+        // A block cache that holds every file (the engine and the plain
+        // files read from the page cache, which holds them all).
+        let db = fjall::Database::builder(dir).cache_size(2 << 30).open()?;
+        let ks = |name: &str| db.keyspace(name, fjall::KeyspaceCreateOptions::default);
+        let (inodes, entries, data) = (ks("inodes")?, ks("entries")?, ks("data")?);
+        let durability = match sync {
+            Policy::Always => Some(fjall::PersistMode::SyncData),
+            Policy::Fsync | Policy::None => None,
+        };
+        Ok(FjallTarget {
+            db,
+            inodes,
+            entries,
+            data,
+            durability,
+        })
+    }
+}
+
+impl Target for FjallTarget {
+    /// The memtable flushes and compactions a phase left running (an LSM
+    /// tree's write cost, here not charged to fjall's phase at all: a
+    /// conservative comparison), for at most two minutes.
+    fn settle(&self) {
+        let until = Instant::now() + Duration::from_secs(120);
+        while (self.db.outstanding_flushes() > 0 || self.db.active_compactions() > 0)
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    fn create(&self, t: u64, i: u64) {
+        let ino = ino_of(t, i);
+        let mut b = self.db.batch().durability(self.durability);
+        b.insert(&self.inodes, format!("/d{t}/f{i}"), postcard_like(ino));
+        b.insert(&self.entries, format!("/d{t}\0f{i}"), ino.to_le_bytes());
+        b.insert(&self.data, ino.to_be_bytes(), body(i));
+        b.commit().unwrap();
+    }
+    fn stat(&self, t: u64, i: u64) {
+        assert!(with_path("", t, i, |p| self.inodes.get(p))
+            .unwrap()
+            .is_some());
+    }
+    fn read(&self, t: u64, i: u64) {
+        let rec = with_path("", t, i, |p| self.inodes.get(p))
+            .unwrap()
+            .unwrap();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&rec[..8]);
+        let ino = u64::from_le_bytes(b);
+        let d = self.data.get(ino.to_be_bytes()).unwrap().unwrap();
+        assert_eq!(d.len(), BODY);
+    }
+    fn delete(&self, t: u64, i: u64) {
+        let mut b = self.db.batch().durability(self.durability);
+        b.remove(&self.inodes, format!("/d{t}/f{i}"));
+        b.remove(&self.entries, format!("/d{t}\0f{i}"));
+        b.remove(&self.data, ino_of(t, i).to_be_bytes());
+        b.commit().unwrap();
+    }
+}
+
 /// An inode-record-sized value starting with the ino.
 fn postcard_like(ino: u64) -> Vec<u8> {
     let mut v = ino.to_le_bytes().to_vec();
@@ -412,7 +498,7 @@ fn run_phases(
                 if !target.has(p) {
                     continue;
                 }
-                rates[k].push(run_phase(target, p, files, threads));
+                rates[k].push(run_phase(targets, target, p, files, threads));
             }
         }
         for (k, (name, target)) in targets.iter().enumerate() {
@@ -451,6 +537,8 @@ fn run_phases(
 /// Runs phase `p` once over every file; its rate in ops/s, and the rate
 /// counted until a `sync` after it returned (for creates and deletes).
 ///
+/// Every target's background work is waited for first ([`Target::settle`]).
+///
 /// The file system is synced first (not timed), so no phase pays for the
 /// writeback of the one before it: without this, the kernel's flusher
 /// threads write back the create phase's 800 MiB on the same two cores
@@ -460,7 +548,16 @@ fn run_phases(
 /// engine's `fsync` policy syncs its log every second in the background,
 /// inside the phase, while plain files leave their data to the kernel's
 /// writeback (30 s), after the phase.
-fn run_phase(target: &Arc<dyn Target>, p: usize, files: u64, threads: u64) -> (f64, f64) {
+fn run_phase(
+    targets: &[(&str, Arc<dyn Target>)],
+    target: &Arc<dyn Target>,
+    p: usize,
+    files: u64,
+    threads: u64,
+) -> (f64, f64) {
+    for (_, t) in targets {
+        t.settle();
+    }
     sync_disks();
     let per = files / threads;
     let start = Instant::now();
@@ -576,6 +673,10 @@ fn main() {
         };
         targets.push(("redb", Arc::new(RedbTarget { db, durability })));
     }
+    if want("fjall") {
+        let d = fresh(&a.dir.join("fjall"));
+        targets.push(("fjall", Arc::new(FjallTarget::open(&d, a.sync).unwrap())));
+    }
     if want("floor") {
         targets.push((
             "floor",
@@ -597,7 +698,8 @@ fn main() {
     }
     eprintln!(
         "targets, each phase on each in turn: engine = packed log + mapped index; \
-         redb = the same records, one transaction per create/delete; floor = the \
+         redb = the same records, one transaction per create/delete; fjall = the \
+         same records, one write batch per create/delete; floor = the \
          engine's cache misses and data pass alone; plain files"
     );
     let rates = run_phases(&targets, a.files, a.threads, a.no_reads, a.rounds);
