@@ -202,6 +202,36 @@ fn unsettled_records_and_ino_reservation_survive_a_crash() {
     assert!(m.get_inode("/n").unwrap().unwrap().is_normal());
 }
 
+/// Paths whose key is built on the stack (under 256 bytes) and on the
+/// heap, on both sides of the line, are found and told apart.
+#[test]
+fn inodes_of_short_and_long_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let m = meta(d.path());
+    let paths: Vec<String> = [1usize, 253, 254, 255, 256, 300, 4000]
+        .iter()
+        .map(|&n| format!("/{}", "p".repeat(n)))
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        let rec = InodeRecord::normal(inode(10 + i as u64, FileKind::File));
+        m.commit(&[MetaOp::PutInode(p.clone(), rec)]).unwrap();
+    }
+    for (i, p) in paths.iter().enumerate() {
+        let got = m.get_inode(p).unwrap().expect("stored");
+        assert_eq!(
+            got.inode.attr.ino,
+            10 + i as u64,
+            "path of {} bytes",
+            p.len()
+        );
+    }
+    assert!(m
+        .get_inode(&format!("/{}", "q".repeat(300)))
+        .unwrap()
+        .is_none());
+    assert!(m.get_inode("/q").unwrap().is_none());
+}
+
 #[test]
 fn small_files_share_segments() {
     let d = tempfile::tempdir().unwrap();
