@@ -36,7 +36,10 @@
 //! Usage: `sealfs-store-bench --dir /mnt/ext4j/bench [--files 200000]
 //! [--threads 8] [--sync fsync|always|none] [--restart-files 1000000]
 //! [--only engine,redb,fjall,plain,floor,restart]
-//! [--no-reads] [--no-compaction] [--rounds N] [--lanes N]`: `--rounds`
+//! [--no-reads] [--no-compaction] [--rounds N] [--runs N] [--lanes N]`:
+//! `--runs` repeats the whole side-by-side run on fresh directories and
+//! ends with the engine against the plain files run by run and the
+//! median ratio of each phase (the README's tables); `--rounds`
 //! runs the stat and read phases N times each and reports their median
 //! rate (steadier figures, and a profile of the read paths);
 //! `--no-compaction` runs the engine without background compaction, to see
@@ -83,6 +86,9 @@ struct Args {
     no_compaction: bool,
     /// The engine's log lanes (its default when not given).
     lanes: Option<usize>,
+    /// Whole side-by-side runs, each on fresh directories (a summary of
+    /// the engine against the plain files, with medians, ends them).
+    runs: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -97,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
         rounds: 1,
         no_compaction: false,
         lanes: None,
+        runs: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -120,6 +127,12 @@ fn parse_args() -> Result<Args, String> {
             "--no-reads" => a.no_reads = true,
             "--no-compaction" => a.no_compaction = true,
             "--lanes" => a.lanes = Some(v()?.parse().map_err(|e| format!("--lanes: {e}"))?),
+            "--runs" => {
+                a.runs = v()?
+                    .parse::<u64>()
+                    .map_err(|e| format!("--runs: {e}"))?
+                    .max(1)
+            }
             "--rounds" => {
                 a.rounds = v()?
                     .parse::<u64>()
@@ -642,7 +655,64 @@ fn main() {
         a.threads,
         a.dir.display()
     );
-    let mut targets: Vec<(&str, Arc<dyn Target>)> = Vec::new();
+    eprintln!(
+        "targets, each phase on each in turn: engine = packed log + mapped index; \
+         redb = the same records, one transaction per create/delete; fjall = the \
+         same records, one write batch per create/delete; floor = the \
+         engine's cache misses and data pass alone; plain files"
+    );
+    let mut all: Vec<Vec<(&str, [f64; 6])>> = Vec::new();
+    for run in 1..=a.runs {
+        if a.runs > 1 {
+            println!();
+            println!("run {run} of {} ({} UTC)", a.runs, utc_now());
+        }
+        let targets = open_targets(&a, &opts, &want);
+        let rates = run_phases(&targets, a.files, a.threads, a.no_reads, a.rounds);
+        let names: Vec<&str> = targets.iter().map(|t| t.0).collect();
+        drop(targets);
+        sync_disks();
+        let rows: Vec<(&str, [f64; 6])> = names.into_iter().zip(rates).collect();
+        let engine = rows.iter().find(|r| r.0 == "engine").map(|r| r.1);
+        println!();
+        println!("| target | {} |", PHASES.join(" | "));
+        println!("|---|---|---|---|---|---|---|");
+        for (name, r) in &rows {
+            let cells: Vec<String> = (0..6)
+                .map(|p| match engine {
+                    _ if r[p].is_nan() => fmt_rate(r[p]),
+                    Some(e) if *name == "floor" => {
+                        format!(
+                            "{} (engine at {:.0} %)",
+                            fmt_rate(r[p]),
+                            100.0 * e[p] / r[p]
+                        )
+                    }
+                    Some(e) if *name != "engine" => {
+                        format!("{} (engine {:.1}x)", fmt_rate(r[p]), e[p] / r[p])
+                    }
+                    _ => fmt_rate(r[p]),
+                })
+                .collect();
+            println!("| {name} | {} |", cells.join(" | "));
+        }
+        all.push(rows);
+    }
+    if a.runs > 1 {
+        summary(&all);
+    }
+    if want("restart") && a.restart_files > 0 {
+        restart(&a);
+    }
+}
+
+/// Opens every target `--only` asks for, on fresh directories.
+fn open_targets(
+    a: &Args,
+    opts: &EngineOptions,
+    want: &dyn Fn(&str) -> bool,
+) -> Vec<(&'static str, Arc<dyn Target>)> {
+    let mut targets: Vec<(&'static str, Arc<dyn Target>)> = Vec::new();
     if want("engine") {
         let d = fresh(&a.dir.join("engine"));
         let meta = LogMetaStore::open(
@@ -696,43 +766,61 @@ fn main() {
             }),
         ));
     }
-    eprintln!(
-        "targets, each phase on each in turn: engine = packed log + mapped index; \
-         redb = the same records, one transaction per create/delete; fjall = the \
-         same records, one write batch per create/delete; floor = the \
-         engine's cache misses and data pass alone; plain files"
-    );
-    let rates = run_phases(&targets, a.files, a.threads, a.no_reads, a.rounds);
-    let names: Vec<&str> = targets.iter().map(|t| t.0).collect();
-    drop(targets);
-    sync_disks();
-    let rows: Vec<(&str, [f64; 6])> = names.into_iter().zip(rates).collect();
-    let engine = rows.iter().find(|r| r.0 == "engine").map(|r| r.1);
+    targets
+}
+
+/// The time of day, UTC, as `HH:MM:SS`.
+fn utc_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        % 86_400;
+    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+}
+
+/// After several runs: the engine against the plain files, run by run
+/// (engine / plain, ratio), and the median ratio of each phase.
+fn summary(all: &[Vec<(&str, [f64; 6])>]) {
+    let get = |rows: &[(&str, [f64; 6])], n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1);
+    let pairs: Vec<([f64; 6], [f64; 6])> = all
+        .iter()
+        .filter_map(|rows| Some((get(rows, "engine")?, get(rows, "plain files")?)))
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
     println!();
-    println!("| target | {} |", PHASES.join(" | "));
+    println!("engine / plain files, ratio, over {} runs:", pairs.len());
+    println!();
+    println!("| run | {} |", PHASES.join(" | "));
     println!("|---|---|---|---|---|---|---|");
-    for (name, r) in &rows {
+    for (i, (e, pl)) in pairs.iter().enumerate() {
         let cells: Vec<String> = (0..6)
-            .map(|p| match engine {
-                _ if r[p].is_nan() => fmt_rate(r[p]),
-                Some(e) if *name == "floor" => {
-                    format!(
-                        "{} (engine at {:.0} %)",
-                        fmt_rate(r[p]),
-                        100.0 * e[p] / r[p]
-                    )
-                }
-                Some(e) if *name != "engine" => {
-                    format!("{} (engine {:.1}x)", fmt_rate(r[p]), e[p] / r[p])
-                }
-                _ => fmt_rate(r[p]),
+            .map(|p| {
+                let (e, pl) = (e[p], pl[p]);
+                format!("{} / {} ({:.1}×)", fmt_short(e), fmt_short(pl), e / pl)
             })
             .collect();
-        println!("| {name} | {} |", cells.join(" | "));
+        println!("| {} | {} |", i + 1, cells.join(" | "));
     }
-    if want("restart") && a.restart_files > 0 {
-        restart(&a);
-    }
+    let medians: Vec<String> = (0..6)
+        .map(|p| {
+            let mut r: Vec<f64> = pairs.iter().map(|(e, pl)| e[p] / pl[p]).collect();
+            r.sort_by(f64::total_cmp);
+            let m = if r.len() % 2 == 1 {
+                r[r.len() / 2]
+            } else {
+                (r[r.len() / 2 - 1] + r[r.len() / 2]) / 2.0
+            };
+            format!("{m:.1}×")
+        })
+        .collect();
+    println!("| median | {} |", medians.join(" | "));
+}
+
+/// A rate without its unit, as the README's tables give it.
+fn fmt_short(r: f64) -> String {
+    fmt_rate(r).trim_end_matches("/s").to_string()
 }
 
 fn restart(a: &Args) {
