@@ -395,3 +395,20 @@ impl MetaStore for LogMetaStore {
         self.eng.sync()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{inode_key, with_inode_key};
+
+    /// The key built on the stack is the key built on the heap, on both
+    /// sides of the buffer's end (a path of 255 bytes is the longest that
+    /// fits with the tag byte).
+    #[test]
+    fn the_stack_key_is_the_heap_key() {
+        for n in [0, 1, 254, 255, 256, 300, 5000] {
+            let p = format!("/{}", "x".repeat(n));
+            let key = with_inode_key(&p, |k| k.to_vec());
+            assert_eq!(key, inode_key(&p), "path of {} bytes", p.len());
+        }
+    }
+}
