@@ -87,7 +87,7 @@ struct Args {
     /// The engine's log lanes (its default when not given).
     lanes: Option<usize>,
     /// Whole side-by-side runs, each on fresh directories (a summary of
-    /// the engine against the plain files, with medians, ends them).
+    /// the engine against each peer, with medians, ends them).
     runs: u64,
 }
 
@@ -574,7 +574,7 @@ fn run_phases(
 /// while the stat and read phases run, and their rates swing by 2x.
 ///
 /// The synced rate charges every target for making its work durable: the
-/// engine's `fsync` policy syncs its log every second in the background,
+/// engine's `fsync` policy syncs its log every 5 s in the background,
 /// inside the phase, while plain files leave their data to the kernel's
 /// writeback (30 s), after the phase.
 fn run_phase(
