@@ -18,10 +18,13 @@
 //!   default), synced (`always`) or left in fjall's buffer (`none`);
 //! * `plain`: plain files in a directory per thread (create, write, close;
 //!   stat; open, read; unlink), the file system's own durability;
-//! * `floor`: no store, only the cache misses and the pass over the data
-//!   that the engine's stat and read cannot avoid, over tables of the same
-//!   sizes (see [`floor`]): the fastest any store of this shape could go
-//!   on this machine in this minute (stat and read phases only).
+//! * `floor`: no store. Its creates stream the bodies alone to one file
+//!   per thread in 1 MiB writes; its stats and reads make only the cache
+//!   misses and the pass over the data that the engine's cannot avoid,
+//!   over tables of the same sizes (see [`floor`]): the fastest any store
+//!   of this shape could go on this machine in this minute (no delete
+//!   phase). With `--runs`, the summary gives the floor against each
+//!   target too: the highest ratio the engine could reach.
 //!
 //! The targets run side by side: each phase, and each round of the stat
 //! and read phases, runs on every target in turn before the next starts.
@@ -170,8 +173,17 @@ fn inode(ino: u64) -> InodeRecord {
     })
 }
 
-fn body(i: u64) -> Vec<u8> {
-    vec![(i % 251) as u8; BODY]
+/// Runs `f` on the body of file `i` (`BODY` bytes of `i % 251`), filled
+/// in a buffer the thread reuses: a fresh `Vec` per file (allocated,
+/// filled, freed) was 6 % of an engine create in a profile, harness cost
+/// that no target should be charged for.
+fn with_body<T>(i: u64, f: impl FnOnce(&[u8]) -> T) -> T {
+    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    BUF.with_borrow_mut(|b| {
+        b.clear();
+        b.resize(BODY, (i % 251) as u8);
+        f(b)
+    })
 }
 
 /// Runs `f` on `{prefix}/d{t}/f{i}`, the path of file `i` of thread `t`,
@@ -239,7 +251,7 @@ struct EngineTarget {
 impl Target for EngineTarget {
     fn create(&self, t: u64, i: u64) {
         let ino = ino_of(t, i);
-        self.data.write(ino, 0, 0, &body(i)).unwrap();
+        with_body(i, |b| self.data.write(ino, 0, 0, b)).unwrap();
         self.meta
             .commit(&[
                 MetaOp::PutInode(format!("/d{t}/f{i}"), inode(ino)),
@@ -321,10 +333,7 @@ impl Target for RedbTarget {
                 .unwrap()
                 .insert(format!("/d{t}\0f{i}").as_str(), &ino.to_le_bytes()[..])
                 .unwrap();
-            tx.open_table(DATA)
-                .unwrap()
-                .insert(ino, body(i).as_slice())
-                .unwrap();
+            with_body(i, |b| tx.open_table(DATA).unwrap().insert(ino, b).map(drop)).unwrap();
         }
         tx.commit().unwrap();
     }
@@ -432,7 +441,7 @@ impl Target for FjallTarget {
         let mut b = self.db.batch().durability(self.durability);
         b.insert(&self.inodes, format!("/d{t}/f{i}"), postcard_like(ino));
         b.insert(&self.entries, format!("/d{t}\0f{i}"), ino.to_le_bytes());
-        b.insert(&self.data, ino.to_be_bytes(), body(i));
+        with_body(i, |v| b.insert(&self.data, ino.to_be_bytes(), v));
         b.commit().unwrap();
     }
     fn stat(&self, t: u64, i: u64) {
@@ -467,7 +476,9 @@ fn postcard_like(ino: u64) -> Vec<u8> {
 }
 
 impl Target for floor::FloorTarget {
-    fn create(&self, _t: u64, _i: u64) {}
+    fn create(&self, t: u64, i: u64) {
+        with_body(i, |b| floor::FloorTarget::create(self, t, i, b)).unwrap();
+    }
     fn stat(&self, t: u64, i: u64) {
         floor::FloorTarget::stat(self, t, i)
     }
@@ -476,7 +487,7 @@ impl Target for floor::FloorTarget {
     }
     fn delete(&self, _t: u64, _i: u64) {}
     fn has(&self, p: usize) -> bool {
-        p == 1 || p == 2
+        p < 3
     }
 }
 
@@ -487,7 +498,7 @@ struct PlainTarget {
 
 impl Target for PlainTarget {
     fn create(&self, t: u64, i: u64) {
-        with_path(&self.root, t, i, |p| std::fs::write(p, body(i))).unwrap();
+        with_body(i, |b| with_path(&self.root, t, i, |p| std::fs::write(p, b))).unwrap();
     }
     fn stat(&self, t: u64, i: u64) {
         with_path(&self.root, t, i, |p| std::fs::metadata(p)).unwrap();
@@ -589,6 +600,7 @@ fn run_phase(
     }
     sync_disks();
     let per = files / threads;
+    let cpu0 = cpu_secs();
     let start = Instant::now();
     let hs: Vec<_> = (0..threads)
         .map(|t| {
@@ -610,10 +622,40 @@ fn run_phase(
     }
     let n = (per * threads) as f64;
     let done = start.elapsed();
+    let cpu = cpu_secs().zip(cpu0).map(|(b, a)| (b - a) / n * 1e6);
     if p == 0 || p == 3 {
         sync_disks();
     }
+    if let Some(us) = cpu {
+        eprintln!(
+            "    ({} {}: {us:.2} µs of CPU per op in this process)",
+            name_of(targets, target),
+            PHASES[p]
+        );
+    }
     (n / done.as_secs_f64(), n / start.elapsed().as_secs_f64())
+}
+
+/// The name `targets` gives `target`.
+fn name_of<'a>(targets: &[(&'a str, Arc<dyn Target>)], target: &Arc<dyn Target>) -> &'a str {
+    targets
+        .iter()
+        .find(|(_, t)| Arc::ptr_eq(t, target))
+        .map_or("?", |(n, _)| n)
+}
+
+/// CPU time (user + system) this process has used, in seconds, from
+/// `/proc/self/stat` (in units of `USER_HZ`, 100 per second on Linux):
+/// a phase that is bound by the CPU is compared by what it costs, which
+/// swings less than its rate on this shared VM. The kernel's writeback
+/// threads are not counted. `None` where `/proc` cannot tell.
+fn cpu_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((utime + stime) as f64 / 100.0)
 }
 
 fn fresh(dir: &Path) -> PathBuf {
@@ -675,7 +717,8 @@ fn main() {
         "targets, each phase on each in turn: engine = packed log + mapped index; \
          redb = the same records, one transaction per create/delete; fjall = the \
          same records, one write batch per create/delete; floor = the \
-         engine's cache misses and data pass alone; plain files"
+         bodies alone, streamed (create), and the engine's cache misses and \
+         data pass alone (stat, read); plain files"
     );
     let mut all: Vec<Vec<(&str, [f64; 6])>> = Vec::new();
     for run in 1..=a.runs {
@@ -766,7 +809,9 @@ fn open_targets(
     if want("floor") {
         targets.push((
             "floor",
-            Arc::new(floor::FloorTarget::new(a.files, a.threads)),
+            Arc::new(
+                floor::FloorTarget::new(a.files, a.threads, &fresh(&a.dir.join("floor"))).unwrap(),
+            ),
         ));
     }
     if want("plain") {
@@ -796,52 +841,63 @@ fn utc_now() -> String {
 
 /// After several runs: the engine against every other target but the
 /// floor, run by run (engine / target, ratio), and the median ratio of
-/// each phase.
+/// each phase; then the floor against the same targets, the highest
+/// ratio the engine could reach in each phase.
 fn summary(all: &[Vec<(&str, [f64; 6])>]) {
-    let get = |rows: &[(&str, [f64; 6])], n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1);
     let Some(first) = all.first() else { return };
-    for (peer, _) in first
+    let peers: Vec<&str> = first
         .iter()
-        .filter(|(n, _)| *n != "engine" && *n != "floor")
-    {
-        let pairs: Vec<([f64; 6], [f64; 6])> = all
-            .iter()
-            .filter_map(|rows| Some((get(rows, "engine")?, get(rows, peer)?)))
-            .collect();
-        if pairs.is_empty() {
-            continue;
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "engine" && *n != "floor")
+        .collect();
+    for top in ["engine", "floor"] {
+        for peer in &peers {
+            ratio_table(all, top, peer);
         }
-        println!();
-        println!("engine / {peer}, ratio, over {} runs:", pairs.len());
-        println!();
-        println!("| run | {} |", PHASES.join(" | "));
-        println!("|---|---|---|---|---|---|---|");
-        for (i, (e, pl)) in pairs.iter().enumerate() {
-            let cells: Vec<String> = (0..6)
-                .map(|p| match (e[p], pl[p]) {
-                    (e, pl) if e.is_nan() || pl.is_nan() => "—".to_string(),
-                    (e, pl) => format!("{} / {} ({:.1}×)", fmt_short(e), fmt_short(pl), e / pl),
-                })
-                .collect();
-            println!("| {} | {} |", i + 1, cells.join(" | "));
-        }
-        let medians: Vec<String> = (0..6)
-            .map(|p| {
-                let mut r: Vec<f64> = pairs
-                    .iter()
-                    .map(|(e, pl)| e[p] / pl[p])
-                    .filter(|r| !r.is_nan())
-                    .collect();
-                r.sort_by(f64::total_cmp);
-                match r.len() {
-                    0 => "—".to_string(),
-                    n if n % 2 == 1 => format!("{:.1}×", r[n / 2]),
-                    n => format!("{:.1}×", (r[n / 2 - 1] + r[n / 2]) / 2.0),
-                }
+    }
+}
+
+/// `top` against `peer`, run by run, with the median of each phase (a
+/// phase either lacks is a dash).
+fn ratio_table(all: &[Vec<(&str, [f64; 6])>], top: &str, peer: &str) {
+    let get = |rows: &[(&str, [f64; 6])], n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1);
+    let pairs: Vec<([f64; 6], [f64; 6])> = all
+        .iter()
+        .filter_map(|rows| Some((get(rows, top)?, get(rows, peer)?)))
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    println!();
+    println!("{top} / {peer}, ratio, over {} runs:", pairs.len());
+    println!();
+    println!("| run | {} |", PHASES.join(" | "));
+    println!("|---|---|---|---|---|---|---|");
+    for (i, (e, pl)) in pairs.iter().enumerate() {
+        let cells: Vec<String> = (0..6)
+            .map(|p| match (e[p], pl[p]) {
+                (e, pl) if e.is_nan() || pl.is_nan() => "—".to_string(),
+                (e, pl) => format!("{} / {} ({:.1}×)", fmt_short(e), fmt_short(pl), e / pl),
             })
             .collect();
-        println!("| median | {} |", medians.join(" | "));
+        println!("| {} | {} |", i + 1, cells.join(" | "));
     }
+    let medians: Vec<String> = (0..6)
+        .map(|p| {
+            let mut r: Vec<f64> = pairs
+                .iter()
+                .map(|(e, pl)| e[p] / pl[p])
+                .filter(|r| !r.is_nan())
+                .collect();
+            r.sort_by(f64::total_cmp);
+            match r.len() {
+                0 => "—".to_string(),
+                n if n % 2 == 1 => format!("{:.1}×", r[n / 2]),
+                n => format!("{:.1}×", (r[n / 2 - 1] + r[n / 2]) / 2.0),
+            }
+        })
+        .collect();
+    println!("| median | {} |", medians.join(" | "));
 }
 
 /// A rate without its unit, as the README's tables give it.
