@@ -858,7 +858,8 @@ fn summary(all: &[Vec<(&str, [f64; 6])>]) {
 }
 
 /// `top` against `peer`, run by run, with the median of each phase (a
-/// phase either lacks is a dash).
+/// phase either lacks is a dash). Ratios have two decimals: with
+/// one, 2.96× and 3.04× both read 3.0×, and the goal is 3×.
 fn ratio_table(all: &[Vec<(&str, [f64; 6])>], top: &str, peer: &str) {
     let get = |rows: &[(&str, [f64; 6])], n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1);
     let pairs: Vec<([f64; 6], [f64; 6])> = all
@@ -877,7 +878,7 @@ fn ratio_table(all: &[Vec<(&str, [f64; 6])>], top: &str, peer: &str) {
         let cells: Vec<String> = (0..6)
             .map(|p| match (e[p], pl[p]) {
                 (e, pl) if e.is_nan() || pl.is_nan() => "—".to_string(),
-                (e, pl) => format!("{} / {} ({:.1}×)", fmt_short(e), fmt_short(pl), e / pl),
+                (e, pl) => format!("{} / {} ({:.2}×)", fmt_short(e), fmt_short(pl), e / pl),
             })
             .collect();
         println!("| {} | {} |", i + 1, cells.join(" | "));
@@ -892,8 +893,8 @@ fn ratio_table(all: &[Vec<(&str, [f64; 6])>], top: &str, peer: &str) {
             r.sort_by(f64::total_cmp);
             match r.len() {
                 0 => "—".to_string(),
-                n if n % 2 == 1 => format!("{:.1}×", r[n / 2]),
-                n => format!("{:.1}×", (r[n / 2 - 1] + r[n / 2]) / 2.0),
+                n if n % 2 == 1 => format!("{:.2}×", r[n / 2]),
+                n => format!("{:.2}×", (r[n / 2 - 1] + r[n / 2]) / 2.0),
             }
         })
         .collect();
