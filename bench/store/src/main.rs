@@ -534,11 +534,11 @@ fn run_phases(
         let rounds = if p == 1 || p == 2 { rounds } else { 1 };
         let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); targets.len()];
         for _ in 0..rounds {
-            for (k, (_, target)) in targets.iter().enumerate() {
+            for (k, (name, target)) in targets.iter().enumerate() {
                 if !target.has(p) {
                     continue;
                 }
-                rates[k].push(run_phase(targets, target, p, files, threads));
+                rates[k].push(run_phase(targets, name, target, p, files, threads));
             }
         }
         for (k, (name, target)) in targets.iter().enumerate() {
@@ -590,6 +590,7 @@ fn run_phases(
 /// writeback (30 s), after the phase.
 fn run_phase(
     targets: &[(&str, Arc<dyn Target>)],
+    name: &str,
     target: &Arc<dyn Target>,
     p: usize,
     files: u64,
@@ -629,19 +630,10 @@ fn run_phase(
     if let Some(us) = cpu {
         eprintln!(
             "    ({} {}: {us:.2} µs of CPU per op in this process)",
-            name_of(targets, target),
-            PHASES[p]
+            name, PHASES[p]
         );
     }
     (n / done.as_secs_f64(), n / start.elapsed().as_secs_f64())
-}
-
-/// The name `targets` gives `target`.
-fn name_of<'a>(targets: &[(&'a str, Arc<dyn Target>)], target: &Arc<dyn Target>) -> &'a str {
-    targets
-        .iter()
-        .find(|(_, t)| Arc::ptr_eq(t, target))
-        .map_or("?", |(n, _)| n)
 }
 
 /// CPU time (user + system) this process has used, in seconds, from
@@ -748,7 +740,7 @@ fn main() {
                         )
                     }
                     Some(e) if *name != "engine" => {
-                        format!("{} (engine {:.1}x)", fmt_rate(r[p]), e[p] / r[p])
+                        format!("{} (engine {:.2}x)", fmt_rate(r[p]), e[p] / r[p])
                     }
                     _ => fmt_rate(r[p]),
                 })
