@@ -32,13 +32,18 @@
 //! phases are also reported counted until a `sync` after them returned
 //! ("synced"): what it costs each target to make the phase durable.
 //!
+//! Then the engine under a steady create/overwrite/delete workload, with
+//! background compaction and without: latency percentiles and space
+//! amplification over time (see [`steady`]; `--steady-files 50000`,
+//! `--steady-secs 20`, `--steady-rate 50000` operations a second).
+//!
 //! Then restart times of a meta store with `--restart-files` files: after a
 //! clean close, after a crash (dirty index, same boot: mapped and replayed),
 //! and after the index is deleted (rebuilt from the log).
 //!
 //! Usage: `sealfs-store-bench --dir /mnt/ext4j/bench [--files 200000]
 //! [--threads 8] [--sync fsync|always|none] [--restart-files 1000000]
-//! [--only engine,redb,fjall,plain,floor,restart]
+//! [--only engine,redb,fjall,plain,floor,steady,restart]
 //! [--no-reads] [--no-compaction] [--rounds N] [--runs N] [--lanes N]`:
 //! `--runs` repeats the whole side-by-side run on fresh directories and
 //! ends with the engine against each other target run by run and the
@@ -49,6 +54,7 @@
 //! what it costs; `--lanes` sets the engine's log lanes (its default: 4).
 
 mod floor;
+mod steady;
 
 use sealfs_proto::{Attr, DirEntry, FileKind, Inode, Timespec};
 use sealfs_server::engine::EngineOptions;
@@ -92,6 +98,11 @@ struct Args {
     /// Whole side-by-side runs, each on fresh directories (a summary of
     /// the engine against each peer, with medians, ends them).
     runs: u64,
+    /// The steady workload's files, seconds per run and operations asked
+    /// per second ([`steady`]).
+    steady_files: u64,
+    steady_secs: u64,
+    steady_rate: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -107,6 +118,9 @@ fn parse_args() -> Result<Args, String> {
         no_compaction: false,
         lanes: None,
         runs: 1,
+        steady_files: 50_000,
+        steady_secs: 20,
+        steady_rate: 50_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -141,6 +155,15 @@ fn parse_args() -> Result<Args, String> {
                     .parse::<u64>()
                     .map_err(|e| format!("--rounds: {e}"))?
                     .max(1)
+            }
+            "--steady-files" => {
+                a.steady_files = v()?.parse().map_err(|e| format!("--steady-files: {e}"))?
+            }
+            "--steady-secs" => {
+                a.steady_secs = v()?.parse().map_err(|e| format!("--steady-secs: {e}"))?
+            }
+            "--steady-rate" => {
+                a.steady_rate = v()?.parse().map_err(|e| format!("--steady-rate: {e}"))?
             }
             _ => return Err(format!("unknown argument {k}")),
         }
@@ -246,6 +269,35 @@ fn ino_of(t: u64, i: u64) -> u64 {
 struct EngineTarget {
     meta: LogMetaStore,
     data: LogDataStore,
+}
+
+impl EngineTarget {
+    /// The meta and data stores under `d`, as a server opens them (the
+    /// index of both under `meta`, 64 KiB small files).
+    fn open(d: &Path, sync: Policy, opts: &EngineOptions) -> EngineTarget {
+        let meta = LogMetaStore::open(
+            &d.join("meta"),
+            &d.join("meta"),
+            sync == Policy::Always,
+            opts.clone(),
+        )
+        .unwrap();
+        let data = LogDataStore::open(
+            &d.join("data"),
+            &d.join("meta"),
+            64 << 10,
+            sync == Policy::Always,
+            sync != Policy::None,
+            opts.clone(),
+        )
+        .unwrap();
+        EngineTarget { meta, data }
+    }
+
+    /// Rewrites file `i` of thread `t` whole with the body of `v`.
+    fn overwrite(&self, t: u64, i: u64, v: u64) {
+        with_body(v, |b| self.data.write(ino_of(t, i), 0, 0, b)).unwrap();
+    }
 }
 
 impl Target for EngineTarget {
@@ -752,6 +804,16 @@ fn main() {
     if a.runs > 1 {
         summary(&all);
     }
+    if want("steady") && a.steady_secs > 0 {
+        let s = steady::SteadyArgs {
+            files: a.steady_files,
+            secs: a.steady_secs,
+            rate: a.steady_rate,
+            threads: a.threads,
+            sync: a.sync,
+        };
+        steady::run(&a.dir, &s, &opts);
+    }
     if want("restart") && a.restart_files > 0 {
         restart(&a);
     }
@@ -765,24 +827,8 @@ fn open_targets(
 ) -> Vec<(&'static str, Arc<dyn Target>)> {
     let mut targets: Vec<(&'static str, Arc<dyn Target>)> = Vec::new();
     if want("engine") {
-        let d = fresh(&a.dir.join("engine"));
-        let meta = LogMetaStore::open(
-            &d.join("meta"),
-            &d.join("meta"),
-            a.sync == Policy::Always,
-            opts.clone(),
-        )
-        .unwrap();
-        let data = LogDataStore::open(
-            &d.join("data"),
-            &d.join("meta"),
-            64 << 10,
-            a.sync == Policy::Always,
-            a.sync != Policy::None,
-            opts.clone(),
-        )
-        .unwrap();
-        targets.push(("engine", Arc::new(EngineTarget { meta, data })));
+        let e = EngineTarget::open(&fresh(&a.dir.join("engine")), a.sync, opts);
+        targets.push(("engine", Arc::new(e)));
     }
     if want("redb") {
         let d = fresh(&a.dir.join("redb"));

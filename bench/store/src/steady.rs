@@ -1,0 +1,286 @@
+//! The `steady` part: the engine under a steady create / overwrite /
+//! delete workload, run twice on fresh directories, with background
+//! compaction and without, so that a run shows what compaction costs the
+//! foreground and what it saves on disk (issue 3: "bounded so foreground
+//! latency stays flat; space amplification stays under 1.5×").
+//!
+//! Each thread owns `--steady-files / --threads` files of 4 KiB, all
+//! created first (untimed, then a `sync`). Then, for `--steady-secs`
+//! seconds, every thread picks one of its files at random, paced so that
+//! all threads together start `--steady-rate` operations a second: a file
+//! that is not there is created (data, then inode and entry, as the
+//! server does); one that is there is deleted one time in four and
+//! rewritten whole otherwise. So about four files in five are live, and
+//! the operations are a fifth creates, a fifth deletes and three fifths
+//! overwrites. Every overwrite and delete leaves a dead record behind.
+//!
+//! Measured: the latency of each operation (from its start, not from the
+//! time its pacing planned: a thread that falls behind runs its next ones
+//! at once, so a stall shows in the one operation that met it, not in
+//! those queued behind it), as percentiles over the run and per second;
+//! and the space amplification (bytes of segment files over bytes of
+//! live records, meta and data logs together) sampled every 100 ms.
+
+use crate::{fresh, sync_disks, EngineTarget, Policy, Target};
+use hdrhistogram::Histogram;
+use sealfs_server::engine::EngineOptions;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the steady workload is asked to do.
+pub struct SteadyArgs {
+    /// Files over all threads.
+    pub files: u64,
+    /// Length of each of the two runs.
+    pub secs: u64,
+    /// Operations started per second, over all threads.
+    pub rate: u64,
+    pub threads: u64,
+    pub sync: Policy,
+}
+
+/// Latencies of one run: over the whole run, and per second.
+struct Latencies {
+    all: Histogram<u64>,
+    per_sec: Vec<Histogram<u64>>,
+}
+
+/// What one run measured.
+struct Outcome {
+    lat: Latencies,
+    ops: u64,
+    elapsed: Duration,
+    /// (seconds since the start, space amplification).
+    amp: Vec<(f64, f64)>,
+    compacted: u64,
+}
+
+/// Latencies in nanoseconds, from 1 ns to 100 s, two significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 2).expect("valid histogram bounds")
+}
+
+impl Latencies {
+    fn new(secs: u64) -> Latencies {
+        Latencies {
+            all: histogram(),
+            per_sec: (0..secs.max(1)).map(|_| histogram()).collect(),
+        }
+    }
+
+    fn record(&mut self, at: Duration, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.all.saturating_record(ns);
+        let s = (at.as_secs() as usize).min(self.per_sec.len() - 1);
+        self.per_sec[s].saturating_record(ns);
+    }
+
+    fn add(&mut self, o: &Latencies) {
+        self.all.add(&o.all).expect("same bounds");
+        for (a, b) in self.per_sec.iter_mut().zip(&o.per_sec) {
+            a.add(b).expect("same bounds");
+        }
+    }
+}
+
+/// Bytes of segment files over bytes of live records, both logs.
+fn space_amp(e: &EngineTarget) -> f64 {
+    let m = e.meta.engine().stats();
+    let d = e.data.engine().map(|e| e.stats()).unwrap_or_default();
+    (m.segment_bytes + d.segment_bytes) as f64 / (m.live_bytes + d.live_bytes).max(1) as f64
+}
+
+/// A small generator per thread (xorshift64*): which file next.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % n.max(1)
+    }
+}
+
+/// One run on a fresh engine under `dir`.
+fn run_once(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) -> Outcome {
+    let e = Arc::new(EngineTarget::open(&fresh(dir), s.sync, opts));
+    let per = (s.files / s.threads.max(1)).max(1);
+    // Fill: every file there at the start.
+    let hs: Vec<_> = (0..s.threads)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || (0..per).for_each(|i| e.create(t, i)))
+        })
+        .collect();
+    hs.into_iter().for_each(|h| h.join().unwrap());
+    sync_disks();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let sampler = {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut amp = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                amp.push((start.elapsed().as_secs_f64(), space_amp(&e)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            amp
+        })
+    };
+    let until = Duration::from_secs(s.secs);
+    // The time between two operations of one thread.
+    let gap = Duration::from_secs_f64(s.threads.max(1) as f64 / s.rate.max(1) as f64);
+    let hs: Vec<_> = (0..s.threads)
+        .map(|t| {
+            let e = e.clone();
+            let secs = s.secs;
+            std::thread::spawn(move || {
+                let mut lat = Latencies::new(secs);
+                let mut live = vec![true; per as usize];
+                let mut rng =
+                    Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9));
+                let (mut ops, mut next) = (0u64, Duration::ZERO);
+                loop {
+                    let now = start.elapsed();
+                    if now >= until {
+                        break;
+                    }
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    }
+                    next += gap;
+                    let i = rng.below(per);
+                    let at = start.elapsed();
+                    let l = &mut live[i as usize];
+                    if !*l {
+                        e.create(t, i);
+                        *l = true;
+                    } else if rng.below(4) == 0 {
+                        e.delete(t, i);
+                        *l = false;
+                    } else {
+                        e.overwrite(t, i, ops + i);
+                    }
+                    lat.record(at, start.elapsed() - at);
+                    ops += 1;
+                }
+                (lat, ops)
+            })
+        })
+        .collect();
+    let mut lat = Latencies::new(s.secs);
+    let mut ops = 0;
+    for h in hs {
+        let (l, n) = h.join().unwrap();
+        lat.add(&l);
+        ops += n;
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let amp = sampler.join().unwrap();
+    let compacted = e.meta.engine().stats().compacted
+        + e.data.engine().map(|d| d.stats().compacted).unwrap_or(0);
+    Outcome {
+        lat,
+        ops,
+        elapsed,
+        amp,
+        compacted,
+    }
+}
+
+fn us(ns: u64) -> String {
+    let us = ns as f64 / 1000.0;
+    if us >= 1000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+/// Runs the workload with compaction, then without, and prints both.
+pub fn run(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) {
+    println!();
+    println!(
+        "steady create/overwrite/delete: {} files of 4 KiB, {} threads, {} ops/s asked, {} s per run, sync {}",
+        s.files,
+        s.threads,
+        s.rate,
+        s.secs,
+        match s.sync {
+            Policy::Fsync => "fsync",
+            Policy::Always => "always",
+            Policy::None => "none",
+        }
+    );
+    let mut outs = Vec::new();
+    for compaction in [true, false] {
+        let o = EngineOptions {
+            compaction,
+            ..opts.clone()
+        };
+        eprintln!(
+            "  steady, compaction {}",
+            if compaction { "on" } else { "off" }
+        );
+        outs.push((compaction, run_once(&dir.join("steady"), s, &o)));
+        let _ = std::fs::remove_dir_all(dir.join("steady"));
+    }
+    println!();
+    println!("| compaction | ops/s | p50 | p99 | p99.9 | max | space amp., highest after 5 s | at the end | segments compacted |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (c, o) in &outs {
+        let h = &o.lat.all;
+        let late = o
+            .amp
+            .iter()
+            .filter(|(t, _)| *t >= 5.0)
+            .map(|(_, a)| *a)
+            .fold(f64::NAN, f64::max);
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {} |",
+            if *c { "on" } else { "off" },
+            crate::fmt_rate(o.ops as f64 / o.elapsed.as_secs_f64()),
+            us(h.value_at_quantile(0.5)),
+            us(h.value_at_quantile(0.99)),
+            us(h.value_at_quantile(0.999)),
+            us(h.max()),
+            late,
+            o.amp.last().map_or(f64::NAN, |a| a.1),
+            o.compacted
+        );
+    }
+    println!();
+    println!("per second: operations, p50 / p99 / max, space amplification at its end");
+    println!();
+    println!("| second | compaction on | compaction off |");
+    println!("|---|---|---|");
+    for sec in 0..s.secs as usize {
+        let cell = |o: &Outcome| {
+            let h = &o.lat.per_sec[sec];
+            let amp = o
+                .amp
+                .iter()
+                .take_while(|(t, _)| *t < (sec + 1) as f64)
+                .last()
+                .map_or(f64::NAN, |a| a.1);
+            format!(
+                "{} ops, {} / {} / {}, {amp:.2}×",
+                h.len(),
+                us(h.value_at_quantile(0.5)),
+                us(h.value_at_quantile(0.99)),
+                us(h.max())
+            )
+        };
+        println!(
+            "| {} | {} | {} |",
+            sec + 1,
+            cell(&outs[0].1),
+            cell(&outs[1].1)
+        );
+    }
+}
