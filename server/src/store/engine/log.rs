@@ -1099,6 +1099,14 @@ impl Log {
         self.files().keys().copied().collect()
     }
 
+    /// Bytes of all segments.
+    pub fn total_len(&self) -> u64 {
+        self.files()
+            .values()
+            .map(|s| s.len.load(Ordering::Acquire))
+            .sum()
+    }
+
     /// Length of a segment (0 if gone).
     pub fn seg_len(&self, id: u32) -> u64 {
         self.files()
