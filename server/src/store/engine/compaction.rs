@@ -260,7 +260,7 @@ fn compact_segment(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<(), Stor
             step.clear();
             step_bytes = 0;
             steps += 1;
-            if steps % REFRESH_STEPS == 0 {
+            if steps.is_multiple_of(REFRESH_STEPS) {
                 refresh_slow(inner);
             }
             if stop.load(Ordering::Relaxed) {
