@@ -43,9 +43,9 @@ pub const HOT_SPACE_AMP: f64 = 1.35;
 /// stripes waits for the whole step: with 128 records (an eighth of the
 /// stripes, held for about 0.4 ms) the store bench's steady workload
 /// (`--only steady`, 400 000 files, 20 000 operations a second) had its
-/// p99 at 0.54 ms with compaction against 0.12 ms without; with 16, 0.36
-/// ms, and compaction kept up as well (space amplification 1.41× against
-/// 1.43×).
+/// p99 at 0.54 ms with compaction against 0.12 ms without; with 16,
+/// 0.24–0.36 ms in three runs, and compaction kept up as well (space
+/// amplification 1.41× against 1.43×).
 pub const STEP_RECORDS: usize = 16;
 /// Most bytes copied per step (16 files of 16 KiB).
 pub const STEP_BYTES: usize = 256 << 10;
@@ -114,8 +114,8 @@ fn oldest_elsewhere(firsts: &[(u64, u32)], id: u32) -> u64 {
         .map_or(u64::MAX, |&(f, _)| f)
 }
 
-/// Dead bytes the log may hold beyond half its live bytes, in segments,
-/// before writers are slowed ([`behind`]): room for the lanes' active
+/// Dead bytes the log may hold beyond two fifths of its live bytes, in
+/// segments, before writers are slowed ([`behind`]): room for the lanes' active
 /// segments (which compaction cannot touch until they are sealed) and a
 /// few sealed ones waiting for it, so that a small store with a busy log
 /// is not slowed for what compaction could not reclaim anyway.
