@@ -769,7 +769,7 @@ impl Node {
             me.data.write(ino, chunk, offset, &data).map_err(se)?;
             Ok(data.len() as u32)
         };
-        if self.inline_store && data_len_small {
+        if self.inline() && data_len_small {
             return work();
         }
         blocking(work).await
@@ -962,16 +962,24 @@ impl Node {
         self.sync
     }
 
-    /// Runs store work: inline when no commit can wait for the disk (sync
-    /// policy `fsync` or `none`: appends and index updates cost
-    /// microseconds, less than the thread hand-off), otherwise in the
-    /// blocking pool.
+    /// Whether store work may run on the calling thread (a runtime worker
+    /// or a ring poller): when no commit can wait for the disk (sync
+    /// policy `fsync` or `none`) and the stores are not slowing writes
+    /// (their compaction behind: a slowed commit sleeps, which would hold
+    /// up every request on this thread).
+    fn inline(&self) -> bool {
+        self.inline_store && !self.meta.writes_slowed() && !self.data.writes_slowed()
+    }
+
+    /// Runs store work: inline when [`Self::inline`] allows (appends and
+    /// index updates cost microseconds, less than the thread hand-off),
+    /// otherwise in the blocking pool.
     async fn store<T, F>(&self, f: F) -> Res<T>
     where
         F: FnOnce() -> Res<T> + Send + 'static,
         T: Send + 'static,
     {
-        if self.inline_store {
+        if self.inline() {
             f()
         } else {
             blocking(f).await

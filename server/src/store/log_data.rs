@@ -228,4 +228,8 @@ impl DataStore for LogDataStore {
         }
         self.files.sync(ino)
     }
+
+    fn writes_slowed(&self) -> bool {
+        self.eng.get().is_some_and(Engine::writes_slowed)
+    }
 }

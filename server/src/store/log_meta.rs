@@ -394,6 +394,10 @@ impl MetaStore for LogMetaStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.eng.sync()
     }
+
+    fn writes_slowed(&self) -> bool {
+        self.eng.writes_slowed()
+    }
 }
 
 #[cfg(test)]

@@ -186,6 +186,12 @@ pub trait MetaStore: Send + Sync {
     fn set_ino_reserved(&self, v: u64) -> Result<(), StoreError>;
     /// Makes every earlier commit durable, whatever the sync policy.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Whether commits that write are held back now (the log's compaction
+    /// is behind): a caller on a thread that must not block sends its
+    /// writes elsewhere.
+    fn writes_slowed(&self) -> bool {
+        false
+    }
 }
 
 /// File data of the chunks this server owns.
@@ -202,6 +208,10 @@ pub trait DataStore: Send + Sync {
     fn remove(&self, ino: u64) -> Result<(), StoreError>;
     /// Makes the data of `ino` (or of every inode) durable.
     fn sync(&self, ino: Option<u64>) -> Result<(), StoreError>;
+    /// As [`MetaStore::writes_slowed`].
+    fn writes_slowed(&self) -> bool {
+        false
+    }
 }
 
 /// Stored form of a directory entry's value.

@@ -646,6 +646,12 @@ impl Engine {
         self.inner.log.sync_all()
     }
 
+    /// Whether commits that write values are slowed now, compaction being
+    /// behind ([`WRITE_DELAY`]).
+    pub fn writes_slowed(&self) -> bool {
+        self.inner.slow_writes.load(Ordering::Relaxed)
+    }
+
     /// Sizes of the log and the index.
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
