@@ -80,6 +80,17 @@ enum Policy {
     None,
 }
 
+impl Policy {
+    /// As `--sync` spells it.
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Fsync => "fsync",
+            Policy::Always => "always",
+            Policy::None => "none",
+        }
+    }
+}
+
 struct Args {
     dir: PathBuf,
     files: u64,
@@ -739,11 +750,7 @@ fn main() {
             .as_deref()
             .is_none_or(|o| o.split(',').any(|x| x == n))
     };
-    let policy = match a.sync {
-        Policy::Fsync => "fsync",
-        Policy::Always => "always",
-        Policy::None => "none",
-    };
+    let policy = a.sync.name();
     let defaults = EngineOptions::default();
     let opts = EngineOptions {
         sync_interval: (a.sync == Policy::Fsync).then_some(sealfs_server::LAZY_SYNC_INTERVAL),

@@ -222,11 +222,7 @@ pub fn run(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) {
         s.threads,
         s.rate,
         s.secs,
-        match s.sync {
-            Policy::Fsync => "fsync",
-            Policy::Always => "always",
-            Policy::None => "none",
-        }
+        s.sync.name()
     );
     let mut outs = Vec::new();
     for compaction in [true, false] {
