@@ -505,6 +505,54 @@ fn segments_roll_and_index_grows() {
     assert!(!d.path().join(seg_name(0)).exists());
 }
 
+/// A small store rolls small segments (compaction can reclaim only
+/// sealed ones), and a larger one larger segments, up to the engine's
+/// segment size.
+#[test]
+fn segments_scale_with_the_live_bytes() {
+    const MIB: u64 = 1 << 20;
+    let d = tempfile::tempdir().unwrap();
+    let o = EngineOptions {
+        lanes: 1,
+        ..opts(64 * MIB)
+    };
+    let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o.clone()).unwrap();
+    assert_eq!(e.stats().segment_size, 4 * MIB);
+    let val = vec![7u8; 64 << 10];
+    // 20 MiB: five segments of 4 MiB and the active one.
+    for i in 0..320u32 {
+        e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
+    }
+    let lens = |d: &Path| -> Vec<u64> {
+        segments(d)
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .collect()
+    };
+    let small = lens(d.path());
+    assert!(small.len() >= 5, "{small:?}");
+    assert!(small.iter().all(|&l| l <= 4 * MIB), "{small:?}");
+    // 260 MiB live in all: reopened, the store rolls 8 MiB segments.
+    for i in 320..4160u32 {
+        e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
+    }
+    e.close().unwrap();
+    let before = segments(d.path()).len();
+    let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o).unwrap();
+    assert_eq!(e.stats().segment_size, 8 * MIB);
+    for i in 4160..4480u32 {
+        e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
+    }
+    e.close().unwrap();
+    let new = &lens(d.path())[before..];
+    assert!(new.len() >= 2, "{new:?}");
+    assert!(new[0] > 4 * MIB && new[0] <= 8 * MIB, "{new:?}");
+    let e = open(d.path(), 64 * MIB);
+    for i in (0..4480u32).step_by(61) {
+        assert_eq!(get(&e, &i.to_le_bytes()).as_deref(), Some(&val[..]), "{i}");
+    }
+}
+
 #[derive(Clone, Debug)]
 enum ModelOp {
     Put(u8, u16),

@@ -136,6 +136,11 @@ pub struct Stats {
     pub index_bytes: u64,
     /// Segments compacted since open.
     pub compacted: u64,
+    /// The size new segments roll at (scaled with the live bytes, see
+    /// [`super::compaction::segment_target`]).
+    pub segment_size: u64,
+    /// Commits that write values are slowed: compaction is behind.
+    pub writes_slowed: bool,
 }
 
 /// The index behind a lock whose readers do not share a cache line: every
@@ -417,6 +422,7 @@ impl Engine {
             let len = inner.slot_len(&s)?;
             *inner.live.lock().entry(s.seg).or_insert(0) += u64::from(len);
         }
+        super::compaction::scale_segments(&inner);
         if opts.sync_interval.is_some() {
             // The sync marker names this boot from now on: a rebuild in
             // this boot (the page cache intact) keeps every commit.
@@ -663,6 +669,8 @@ impl Engine {
             keys: ix.live,
             index_bytes: ix.region_bytes(),
             compacted: inner.compacted.load(Ordering::Relaxed),
+            segment_size: inner.log.segment_size(),
+            writes_slowed: inner.slow_writes.load(Ordering::Relaxed),
         }
     }
 

@@ -79,6 +79,8 @@ pub const SEG_MAGIC: &[u8; 8] = b"SEALSEG1";
 pub const SEG_VERSION: u32 = 3;
 /// Length of the segment header; the first record starts here.
 pub const SEG_HEADER_LEN: u64 = 32;
+/// Smallest segment size a log takes (a header and one page).
+pub const MIN_SEG_LEN: u64 = SEG_HEADER_LEN + 4096;
 /// Bytes of a segment a lane writes as zeros and maps writable at a time,
 /// ahead of its appends (see [`Seg::write_mapped`]).
 const WINDOW: u64 = 1 << 20;
@@ -191,6 +193,10 @@ pub(crate) struct Seg {
     writable: bool,
     /// Bytes written (and not cut back): reads through the map stay below.
     len: AtomicU64,
+    /// Largest length appends take it to: the log's segment size when it
+    /// was created ([`Log::set_segment_size`]), the length it was found
+    /// with at open.
+    cap: u64,
     /// Sequence number of its first record (`u64::MAX` while empty).
     first_seq: AtomicU64,
     /// At least the sequence number of its last record.
@@ -287,6 +293,7 @@ impl Seg {
             views: OnceLock::new(),
             writable,
             len: AtomicU64::new(len),
+            cap: map_len,
             first_seq: AtomicU64::new(seqs.0),
             max_seq: AtomicU64::new(seqs.1),
         };
@@ -545,7 +552,8 @@ pub struct SegInfo {
 pub struct Log {
     dir: PathBuf,
     log_id: u64,
-    seg_size: u64,
+    /// The size new segments roll at ([`Log::set_segment_size`]).
+    seg_size: AtomicU64,
     lanes: Box<[LaneSlot]>,
     next_seg: AtomicU32,
     next_seq: AtomicU64,
@@ -639,7 +647,7 @@ impl Log {
             let _ = fs::remove_file(dir.join(SYNC_MARKER));
             None
         };
-        let seg_size = seg_size.max(SEG_HEADER_LEN + 4096);
+        let seg_size = seg_size.max(MIN_SEG_LEN);
         let mut files = BTreeMap::new();
         for s in segs {
             let p = dir.join(seg_name(s.id));
@@ -664,7 +672,7 @@ impl Log {
         let log = Log {
             dir: dir.to_path_buf(),
             log_id,
-            seg_size,
+            seg_size: AtomicU64::new(seg_size),
             lanes: (0..lanes)
                 .map(|l| LaneSlot {
                     w: Mutex::new(Lane {
@@ -689,6 +697,17 @@ impl Log {
         };
         log.ensure_reserve();
         Ok(log)
+    }
+
+    /// The size segments created from now on roll at (at least
+    /// [`MIN_SEG_LEN`]); segments already open keep theirs.
+    pub fn set_segment_size(&self, n: u64) {
+        self.seg_size.store(n.max(MIN_SEG_LEN), Ordering::Relaxed);
+    }
+
+    /// The size new segments roll at.
+    pub fn segment_size(&self) -> u64 {
+        self.seg_size.load(Ordering::Relaxed)
     }
 
     /// Appends with one `pwrite` per commit from now on.
@@ -805,7 +824,7 @@ impl Log {
     ) -> Result<Appended, StoreError> {
         let n = buf.len() as u64;
         let seg = match &lane.seg {
-            Some(s) if s.len.load(Ordering::Relaxed) + n <= self.seg_size => s.clone(),
+            Some(s) if s.len.load(Ordering::Relaxed) + n <= s.cap => s.clone(),
             Some(s) if s.len.load(Ordering::Relaxed) <= SEG_HEADER_LEN => s.clone(),
             _ => match self.roll(&mut lane) {
                 Err(e) if frees && e.errno() == Errno::ENOSPC && self.give_up_reserve() => {
@@ -940,7 +959,7 @@ impl Log {
             id,
             file,
             SEG_HEADER_LEN,
-            self.seg_size,
+            self.segment_size(),
             (u64::MAX, 0),
             true,
         ));
