@@ -286,14 +286,22 @@ pub fn status(manager: &str, expect: usize) -> ExitCode {
         );
     }
     for s in &map.servers {
-        let answers = s.state == ServerState::Up
-            && matches!(
-                TcpPool::new(s.addr.clone(), cfg.clone()).call(map.epoch, Request::StatFs),
-                Ok(Reply::StatFs(_))
-            );
-        let state = match (s.state, answers) {
-            (ServerState::Up, true) => "up",
-            (ServerState::Up, false) => "up (not answering)",
+        let stat = match s.state {
+            ServerState::Up => {
+                match TcpPool::new(s.addr.clone(), cfg.clone()).call(map.epoch, Request::StatFs) {
+                    Ok(Reply::StatFs(st)) => Some(st),
+                    _ => None,
+                }
+            }
+            ServerState::Down => None,
+        };
+        let answers = stat.is_some();
+        let state = match (s.state, stat) {
+            (ServerState::Up, Some(st)) if st.writes_slowed => {
+                "up, writes slowed (its compaction is behind)"
+            }
+            (ServerState::Up, Some(_)) => "up",
+            (ServerState::Up, None) => "up (not answering)",
             (ServerState::Down, _) => "down",
         };
         ok &= answers;

@@ -294,6 +294,7 @@ impl Client {
             sum.bavail = sum.bavail.saturating_add(s.bavail);
             sum.files = sum.files.saturating_add(s.files);
             sum.ffree = sum.ffree.saturating_add(s.ffree);
+            sum.writes_slowed |= s.writes_slowed;
         }
         Ok(sum)
     }

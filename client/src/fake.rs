@@ -411,6 +411,7 @@ impl Model {
                 files: 1000,
                 ffree: 900,
                 namemax: 255,
+                writes_slowed: false,
             })),
             _ => Err(Errno::EPROTO),
         })();

@@ -159,6 +159,10 @@ pub struct StatFs {
     pub ffree: u64,
     /// Longest name.
     pub namemax: u32,
+    /// The server's stores slow commits that write values, their
+    /// compaction being behind (not a `statvfs` field: `sealfs status`
+    /// shows it; summed over servers, whether any does).
+    pub writes_slowed: bool,
 }
 
 /// What `Create` makes.

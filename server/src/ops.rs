@@ -807,6 +807,7 @@ impl Node {
 
     async fn statfs(self: &Arc<Self>) -> Res<StatFs> {
         let (data_dir, meta_dir) = (self.data_dir.clone(), self.meta_dir.clone());
+        let writes_slowed = self.meta.writes_slowed() || self.data.writes_slowed();
         blocking(move || {
             let d = sys::statvfs(&data_dir).map_err(Errno::from)?;
             let m = sys::statvfs(&meta_dir).map_err(Errno::from)?;
@@ -818,6 +819,7 @@ impl Node {
                 files: m.files,
                 ffree: m.ffree,
                 namemax: path::NAME_MAX as u32,
+                writes_slowed,
             })
         })
         .await
