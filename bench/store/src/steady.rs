@@ -20,7 +20,9 @@
 //! those queued behind it; one more than [`BACKLOG`] behind gives up the
 //! operations it missed), as percentiles over the run and per second;
 //! and the space amplification (bytes of segment files over bytes of
-//! live records, meta and data logs together) sampled every 100 ms.
+//! live records, meta and data logs together, and each log alone) and
+//! whether each log's engine slows writes (its compaction behind),
+//! sampled every 100 ms.
 
 use crate::{fresh, sync_disks, EngineTarget, Policy, Target};
 use hdrhistogram::Histogram;
@@ -53,8 +55,8 @@ struct Outcome {
     lat: Latencies,
     ops: u64,
     elapsed: Duration,
-    /// (seconds since the start, space amplification).
-    amp: Vec<(f64, f64)>,
+    /// Every 100 ms.
+    amp: Vec<Sample>,
     compacted: u64,
 }
 
@@ -91,11 +93,41 @@ impl Latencies {
     }
 }
 
-/// Bytes of segment files over bytes of live records, both logs.
-fn space_amp(e: &EngineTarget) -> f64 {
+/// One look at the logs.
+#[derive(Clone, Copy)]
+struct Sample {
+    /// Seconds since the start.
+    t: f64,
+    /// Bytes of segment files over bytes of live records, both logs.
+    amp: f64,
+    /// The same for the meta log and the data log alone.
+    meta_amp: f64,
+    data_amp: f64,
+    /// Whether the meta log's and the data log's engines slow writes.
+    meta_slowed: bool,
+    data_slowed: bool,
+}
+
+fn sample(e: &EngineTarget, t: f64) -> Sample {
     let m = e.meta.engine().stats();
     let d = e.data.engine().map(|e| e.stats()).unwrap_or_default();
-    (m.segment_bytes + d.segment_bytes) as f64 / (m.live_bytes + d.live_bytes).max(1) as f64
+    let ratio = |seg: u64, live: u64| seg as f64 / live.max(1) as f64;
+    Sample {
+        t,
+        amp: ratio(
+            m.segment_bytes + d.segment_bytes,
+            m.live_bytes + d.live_bytes,
+        ),
+        meta_amp: ratio(m.segment_bytes, m.live_bytes),
+        data_amp: ratio(d.segment_bytes, d.live_bytes),
+        meta_slowed: m.writes_slowed,
+        data_slowed: d.writes_slowed,
+    }
+}
+
+/// The share of `samples` in which `f` holds, in per cent.
+fn share(samples: &[Sample], f: impl Fn(&Sample) -> bool) -> f64 {
+    100.0 * samples.iter().filter(|s| f(s)).count() as f64 / samples.len().max(1) as f64
 }
 
 /// A small generator per thread (xorshift64*): which file next.
@@ -131,7 +163,7 @@ fn run_once(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) -> Outcome {
         std::thread::spawn(move || {
             let mut amp = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                amp.push((start.elapsed().as_secs_f64(), space_amp(&e)));
+                amp.push(sample(&e, start.elapsed().as_secs_f64()));
                 std::thread::sleep(Duration::from_millis(100));
             }
             amp
@@ -238,18 +270,19 @@ pub fn run(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) {
         let _ = std::fs::remove_dir_all(dir.join("steady"));
     }
     println!();
-    println!("| compaction | ops/s | p50 | p99 | p99.9 | max | space amp., highest after 5 s | at the end | segments compacted |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| compaction | ops/s | p50 | p99 | p99.9 | max | space amp., highest after 5 s | at the end | meta / data log at the end | writes slowed, meta / data | segments compacted |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (c, o) in &outs {
         let h = &o.lat.all;
         let late = o
             .amp
             .iter()
-            .filter(|(t, _)| *t >= 5.0)
-            .map(|(_, a)| *a)
+            .filter(|a| a.t >= 5.0)
+            .map(|a| a.amp)
             .fold(f64::NAN, f64::max);
+        let end = o.amp.last();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× / {:.2}× | {:.0} % / {:.0} % | {} |",
             if *c { "on" } else { "off" },
             crate::fmt_rate(o.ops as f64 / o.elapsed.as_secs_f64()),
             us(h.value_at_quantile(0.5)),
@@ -257,30 +290,37 @@ pub fn run(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) {
             us(h.value_at_quantile(0.999)),
             us(h.max()),
             late,
-            o.amp.last().map_or(f64::NAN, |a| a.1),
+            end.map_or(f64::NAN, |a| a.amp),
+            end.map_or(f64::NAN, |a| a.meta_amp),
+            end.map_or(f64::NAN, |a| a.data_amp),
+            share(&o.amp, |a| a.meta_slowed),
+            share(&o.amp, |a| a.data_slowed),
             o.compacted
         );
     }
     println!();
-    println!("per second: operations, p50 / p99 / max, space amplification at its end");
+    println!("per second: operations, p50 / p99 / max, space amplification at its end, and the share of its samples in which the meta / data log slowed writes");
     println!();
     println!("| second | compaction on | compaction off |");
     println!("|---|---|---|");
     for sec in 0..s.secs as usize {
         let cell = |o: &Outcome| {
             let h = &o.lat.per_sec[sec];
-            let amp = o
+            let secs: Vec<Sample> = o
                 .amp
                 .iter()
-                .take_while(|(t, _)| *t < (sec + 1) as f64)
-                .last()
-                .map_or(f64::NAN, |a| a.1);
+                .filter(|a| a.t >= sec as f64 && a.t < (sec + 1) as f64)
+                .copied()
+                .collect();
+            let amp = secs.last().map_or(f64::NAN, |a| a.amp);
             format!(
-                "{} ops, {} / {} / {}, {amp:.2}×",
+                "{} ops, {} / {} / {}, {amp:.2}×, slowed {:.0} / {:.0} %",
                 h.len(),
                 us(h.value_at_quantile(0.5)),
                 us(h.value_at_quantile(0.99)),
-                us(h.max())
+                us(h.max()),
+                share(&secs, |a| a.meta_slowed),
+                share(&secs, |a| a.data_slowed),
             )
         };
         println!(
