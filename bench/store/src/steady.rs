@@ -20,9 +20,11 @@
 //! those queued behind it; one more than [`BACKLOG`] behind gives up the
 //! operations it missed), as percentiles over the run and per second;
 //! and the space amplification (bytes of segment files over bytes of
-//! live records, meta and data logs together, and each log alone) and
-//! whether each log's engine slows writes (its compaction behind),
-//! sampled every 100 ms.
+//! live records, meta and data logs together, and each log alone)
+//! sampled every 100 ms, and how many commits each log's engine slowed
+//! (its compaction behind). The samples are taken when the sampling
+//! thread gets a core, which is more often while writers are held back:
+//! the count of slowed commits is exact, a share of samples was not.
 
 use crate::{fresh, sync_disks, EngineTarget, Policy, Target};
 use hdrhistogram::Histogram;
@@ -58,6 +60,13 @@ struct Outcome {
     /// Every 100 ms.
     amp: Vec<Sample>,
     compacted: u64,
+    /// Creates and overwrites (each one data commit with a value; a
+    /// create is one meta commit with values too).
+    writes: u64,
+    creates: u64,
+    /// Commits slowed during the run, meta and data logs.
+    meta_slowed: u64,
+    data_slowed: u64,
 }
 
 /// How far a thread may fall behind its pacing before it gives up the
@@ -103,9 +112,9 @@ struct Sample {
     /// The same for the meta log and the data log alone.
     meta_amp: f64,
     data_amp: f64,
-    /// Whether the meta log's and the data log's engines slow writes.
-    meta_slowed: bool,
-    data_slowed: bool,
+    /// Commits the meta log's and the data log's engines slowed so far.
+    meta_slowed: u64,
+    data_slowed: u64,
 }
 
 fn sample(e: &EngineTarget, t: f64) -> Sample {
@@ -120,14 +129,9 @@ fn sample(e: &EngineTarget, t: f64) -> Sample {
         ),
         meta_amp: ratio(m.segment_bytes, m.live_bytes),
         data_amp: ratio(d.segment_bytes, d.live_bytes),
-        meta_slowed: m.writes_slowed,
-        data_slowed: d.writes_slowed,
+        meta_slowed: m.slowed_commits,
+        data_slowed: d.slowed_commits,
     }
-}
-
-/// The share of `samples` in which `f` holds, in per cent.
-fn share(samples: &[Sample], f: impl Fn(&Sample) -> bool) -> f64 {
-    100.0 * samples.iter().filter(|s| f(s)).count() as f64 / samples.len().max(1) as f64
 }
 
 /// A small generator per thread (xorshift64*): which file next.
@@ -182,6 +186,7 @@ fn run_once(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) -> Outcome {
                 let mut rng =
                     Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9));
                 let (mut ops, mut next) = (0u64, Duration::ZERO);
+                let (mut writes, mut creates) = (0u64, 0u64);
                 loop {
                     let now = start.elapsed();
                     if now >= until {
@@ -202,37 +207,47 @@ fn run_once(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) -> Outcome {
                     if !*l {
                         e.create(t, i);
                         *l = true;
+                        writes += 1;
+                        creates += 1;
                     } else if rng.below(4) == 0 {
                         e.delete(t, i);
                         *l = false;
                     } else {
                         e.overwrite(t, i, ops + i);
+                        writes += 1;
                     }
                     lat.record(at, start.elapsed() - at);
                     ops += 1;
                 }
-                (lat, ops)
+                (lat, ops, writes, creates)
             })
         })
         .collect();
     let mut lat = Latencies::new(s.secs);
-    let mut ops = 0;
+    let (mut ops, mut writes, mut creates) = (0, 0, 0);
     for h in hs {
-        let (l, n) = h.join().unwrap();
+        let (l, n, w, c) = h.join().unwrap();
         lat.add(&l);
         ops += n;
+        writes += w;
+        creates += c;
     }
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
     let amp = sampler.join().unwrap();
-    let compacted = e.meta.engine().stats().compacted
-        + e.data.engine().map(|d| d.stats().compacted).unwrap_or(0);
+    let m = e.meta.engine().stats();
+    let d = e.data.engine().map(|d| d.stats()).unwrap_or_default();
+    let first = amp.first().copied();
     Outcome {
         lat,
         ops,
         elapsed,
+        compacted: m.compacted + d.compacted,
+        writes,
+        creates,
+        meta_slowed: m.slowed_commits - first.map_or(0, |a| a.meta_slowed),
+        data_slowed: d.slowed_commits - first.map_or(0, |a| a.data_slowed),
         amp,
-        compacted,
     }
 }
 
@@ -270,7 +285,7 @@ pub fn run(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) {
         let _ = std::fs::remove_dir_all(dir.join("steady"));
     }
     println!();
-    println!("| compaction | ops/s | p50 | p99 | p99.9 | max | space amp., highest after 5 s | at the end | meta / data log at the end | writes slowed, meta / data | segments compacted |");
+    println!("| compaction | ops/s | p50 | p99 | p99.9 | max | space amp., highest after 5 s | at the end | meta / data log at the end | commits slowed, meta (of creates) / data (of writes) | segments compacted |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (c, o) in &outs {
         let h = &o.lat.all;
@@ -282,7 +297,7 @@ pub fn run(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) {
             .fold(f64::NAN, f64::max);
         let end = o.amp.last();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× / {:.2}× | {:.0} % / {:.0} % | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× / {:.2}× | {:.1} % / {:.1} % | {} |",
             if *c { "on" } else { "off" },
             crate::fmt_rate(o.ops as f64 / o.elapsed.as_secs_f64()),
             us(h.value_at_quantile(0.5)),
@@ -293,34 +308,36 @@ pub fn run(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) {
             end.map_or(f64::NAN, |a| a.amp),
             end.map_or(f64::NAN, |a| a.meta_amp),
             end.map_or(f64::NAN, |a| a.data_amp),
-            share(&o.amp, |a| a.meta_slowed),
-            share(&o.amp, |a| a.data_slowed),
+            100.0 * o.meta_slowed as f64 / o.creates.max(1) as f64,
+            100.0 * o.data_slowed as f64 / o.writes.max(1) as f64,
             o.compacted
         );
     }
     println!();
-    println!("per second: operations, p50 / p99 / max, space amplification at its end, and the share of its samples in which the meta / data log slowed writes");
+    println!("per second: operations, p50 / p99 / max, space amplification at its end, commits the meta / data log slowed in it");
     println!();
     println!("| second | compaction on | compaction off |");
     println!("|---|---|---|");
     for sec in 0..s.secs as usize {
         let cell = |o: &Outcome| {
             let h = &o.lat.per_sec[sec];
-            let secs: Vec<Sample> = o
-                .amp
-                .iter()
-                .filter(|a| a.t >= sec as f64 && a.t < (sec + 1) as f64)
-                .copied()
-                .collect();
-            let amp = secs.last().map_or(f64::NAN, |a| a.amp);
+            // The last sample before the second's end, and before its start.
+            let by = |t: f64| o.amp.iter().take_while(|a| a.t < t).last().copied();
+            let (from, to) = (
+                by(sec as f64).or(o.amp.first().copied()),
+                by((sec + 1) as f64),
+            );
+            let slowed =
+                |f: fn(&Sample) -> u64| to.map_or(0, |a| f(&a)) - from.map_or(0, |a| f(&a));
             format!(
-                "{} ops, {} / {} / {}, {amp:.2}×, slowed {:.0} / {:.0} %",
+                "{} ops, {} / {} / {}, {:.2}×, slowed {} / {}",
                 h.len(),
                 us(h.value_at_quantile(0.5)),
                 us(h.value_at_quantile(0.99)),
                 us(h.max()),
-                share(&secs, |a| a.meta_slowed),
-                share(&secs, |a| a.data_slowed),
+                to.map_or(f64::NAN, |a| a.amp),
+                slowed(|a| a.meta_slowed),
+                slowed(|a| a.data_slowed),
             )
         };
         println!(
