@@ -505,9 +505,10 @@ fn segments_roll_and_index_grows() {
     assert!(!d.path().join(seg_name(0)).exists());
 }
 
-/// A small store rolls small segments (compaction can reclaim only
-/// sealed ones), and a larger one larger segments, up to the engine's
-/// segment size.
+/// A log with dead bytes to compact rolls segments scaled to its live
+/// bytes (compaction can reclaim only sealed ones): small for a small
+/// store, larger for a larger one; a log with few dead bytes (being
+/// filled) rolls at the engine's segment size.
 #[test]
 fn segments_scale_with_the_live_bytes() {
     const MIB: u64 = 1 << 20;
@@ -516,39 +517,50 @@ fn segments_scale_with_the_live_bytes() {
         lanes: 1,
         ..opts(64 * MIB)
     };
-    let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o.clone()).unwrap();
-    assert_eq!(e.stats().segment_size, 4 * MIB);
-    let val = vec![7u8; 64 << 10];
-    // 20 MiB: five segments of 4 MiB and the active one.
-    for i in 0..320u32 {
-        e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
-    }
-    let lens = |d: &Path| -> Vec<u64> {
-        segments(d)
+    let reopen = |e: Engine| {
+        e.close().unwrap();
+        Engine::open(&d.path().join("log"), &d.path().join("idx"), o.clone()).unwrap()
+    };
+    let lens = || -> Vec<u64> {
+        segments(d.path())
             .iter()
             .map(|p| std::fs::metadata(p).unwrap().len())
             .collect()
     };
-    let small = lens(d.path());
-    assert!(small.len() >= 5, "{small:?}");
-    assert!(small.iter().all(|&l| l <= 4 * MIB), "{small:?}");
-    // 260 MiB live in all: reopened, the store rolls 8 MiB segments.
-    for i in 320..4160u32 {
-        e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
-    }
-    e.close().unwrap();
+    let val = vec![7u8; 64 << 10];
+    let put_all = |e: &Engine, keys: std::ops::Range<u32>| {
+        for i in keys {
+            e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
+        }
+    };
+    let mut e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o.clone()).unwrap();
+    assert_eq!(e.stats().segment_size, 64 * MIB);
+    // 20 MiB written twice: as many dead bytes as live ones.
+    put_all(&e, 0..320);
+    put_all(&e, 0..320);
+    e = reopen(e);
+    assert_eq!(e.stats().segment_size, 4 * MIB);
     let before = segments(d.path()).len();
-    let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o).unwrap();
+    put_all(&e, 320..640);
+    let new = lens()[before..].to_vec();
+    assert!(new.len() >= 5, "{new:?}");
+    assert!(new.iter().all(|&l| l <= 4 * MIB), "{new:?}");
+    // 280 MiB live, 20 MiB dead: filling, full-size segments.
+    put_all(&e, 640..4480);
+    e = reopen(e);
+    assert_eq!(e.stats().segment_size, 64 * MIB);
+    // 64 MiB rewritten: 84 MiB dead, segments of a 32nd of 280 MiB.
+    put_all(&e, 0..1024);
+    e = reopen(e);
     assert_eq!(e.stats().segment_size, 8 * MIB);
-    for i in 4160..4480u32 {
-        e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
-    }
-    e.close().unwrap();
-    let new = &lens(d.path())[before..];
+    let before = segments(d.path()).len();
+    put_all(&e, 4480..4800);
+    let new = lens()[before..].to_vec();
     assert!(new.len() >= 2, "{new:?}");
     assert!(new[0] > 4 * MIB && new[0] <= 8 * MIB, "{new:?}");
+    drop(e);
     let e = open(d.path(), 64 * MIB);
-    for i in (0..4480u32).step_by(61) {
+    for i in (0..4800u32).step_by(61) {
         assert_eq!(get(&e, &i.to_le_bytes()).as_deref(), Some(&val[..]), "{i}");
     }
 }

@@ -824,7 +824,12 @@ impl Log {
     ) -> Result<Appended, StoreError> {
         let n = buf.len() as u64;
         let seg = match &lane.seg {
-            Some(s) if s.len.load(Ordering::Relaxed) + n <= s.cap => s.clone(),
+            // A segment rolls at the size it was created for, or sooner
+            // if the log's segment size shrank since (its records can be
+            // compacted only once it is sealed).
+            Some(s) if s.len.load(Ordering::Relaxed) + n <= s.cap.min(self.segment_size()) => {
+                s.clone()
+            }
             Some(s) if s.len.load(Ordering::Relaxed) <= SEG_HEADER_LEN => s.clone(),
             _ => match self.roll(&mut lane) {
                 Err(e) if frees && e.errno() == Errno::ENOSPC && self.give_up_reserve() => {
