@@ -565,6 +565,50 @@ fn segments_scale_with_the_live_bytes() {
     }
 }
 
+/// Writers are slowed while compaction is behind, and only they: the
+/// background thread is kept from running (a tick of an hour), so the
+/// test decides when the engine looks at its log.
+#[test]
+fn writes_are_slowed_while_compaction_is_behind() {
+    let d = tempfile::tempdir().unwrap();
+    let o = EngineOptions {
+        compaction: true,
+        tick: Duration::from_secs(3600),
+        ..opts(64 << 10)
+    };
+    let e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o).unwrap();
+    let val = vec![3u8; 4096];
+    // 800 KiB live, then three times as many dead bytes.
+    for _ in 0..4 {
+        for i in 0..200u32 {
+            e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
+        }
+    }
+    assert!(!e.writes_slowed());
+    e.check_slowdown();
+    let st = e.stats();
+    assert!(st.writes_slowed && e.writes_slowed(), "{st:?}");
+    assert_eq!(st.slowed_commits, 0);
+    // A write waits, and is counted; a delete is never slowed.
+    e.commit(&[put(b"new", &val)], false).unwrap();
+    e.commit(&[Op::Del { key: b"new" }], false).unwrap();
+    assert_eq!(e.stats().slowed_commits, 1);
+    // Compaction catches up: writers go at full speed again.
+    e.compact_now().unwrap();
+    e.check_slowdown();
+    let st = e.stats();
+    assert!(!st.writes_slowed, "{st:?}");
+    assert!(
+        (st.segment_bytes as f64) < 1.5 * st.live_bytes as f64,
+        "{st:?}"
+    );
+    e.commit(&[put(b"new", &val)], false).unwrap();
+    assert_eq!(e.stats().slowed_commits, 1);
+    for i in 0..200u32 {
+        assert_eq!(get(&e, &i.to_le_bytes()).as_deref(), Some(&val[..]));
+    }
+}
+
 #[derive(Clone, Debug)]
 enum ModelOp {
     Put(u8, u16),

@@ -262,7 +262,7 @@ const REFRESH_STEPS: usize = 16;
 /// clear it.
 /// Segments copied out and waiting for the sync that lets them go are
 /// counted: they are on the disk.
-fn refresh_slow(inner: &Inner) {
+pub(crate) fn refresh_slow(inner: &Inner) {
     let total = inner.log.total_len();
     let live: u64 =
         inner.live.lock().values().sum::<u64>() + inner.tombs.lock().values().sum::<u64>();

@@ -693,6 +693,12 @@ impl Engine {
         super::compaction::compact_all(&self.inner)
     }
 
+    /// Decides now whether writes are slowed, as the background thread
+    /// does every tick (tests).
+    pub fn check_slowdown(&self) {
+        super::compaction::refresh_slow(&self.inner);
+    }
+
     /// Starts a new segment (tests).
     pub fn seal_active(&self) -> Result<(), StoreError> {
         self.inner.log.seal_active();
