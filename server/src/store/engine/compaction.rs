@@ -7,10 +7,14 @@
 //! any sealed segment is under half live), and copies its live records to
 //! the head of the log in small commits (at most [`STEP_RECORDS`] records
 //! or [`STEP_BYTES`] bytes each, the stripe locks of just those keys held),
-//! so foreground commits wait at most one small step.
+//! so foreground commits wait at most one small step. Segments go in
+//! batches of up to [`BATCH_SEGMENTS`] segments' worth, one sync each
+//! ([`compact_batch`]). Also here: the size new segments roll at
+//! ([`segment_target`]) and the slowdown of writers while compaction is
+//! behind ([`behind`]).
 //!
 //! Crash ordering: copy (append, publish the new slot) → sync the log →
-//! delete the old segment. A crash before the delete leaves both copies;
+//! delete the old segments. A crash before the delete leaves both copies;
 //! the newer one (a copy gets a new sequence number) wins a replay. A live
 //! record is one its key's slot points at. A tombstone is copied while
 //! another segment holds a record numbered below it (it may still hide an
