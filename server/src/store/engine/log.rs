@@ -36,6 +36,10 @@
 //! (synced 64k → 80k/s), deletes 218k → 343k/s. Allocating the window
 //! with `fallocate` instead of writing zeros gained only the deletes: the
 //! populate's page faults then allocated, zeroed and converted each page.
+//! A sparse window (the file extended with `ftruncate`, each page
+//! allocated by the populate's faults) was slower still: creates
+//! 173k–194k/s against 193k–242k/s, synced creates 56k–67k/s against
+//! 75k–84k/s (three alternating runs each, 2026-12-05).
 //!
 //! **Lanes.** The log has several writers ([`super::EngineOptions::lanes`]),
 //! each appending to a segment of its own, so that commits from several
