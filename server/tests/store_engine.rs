@@ -533,6 +533,12 @@ fn segments_scale_with_the_live_bytes() {
             e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
         }
     };
+    // The lengths of the segment files `keys` added.
+    let new_segments = |e: &Engine, keys: std::ops::Range<u32>| -> Vec<u64> {
+        let before = segments(d.path()).len();
+        put_all(e, keys);
+        lens()[before..].to_vec()
+    };
     let mut e = Engine::open(&d.path().join("log"), &d.path().join("idx"), o.clone()).unwrap();
     assert_eq!(e.stats().segment_size, 64 * MIB);
     // 20 MiB written twice: as many dead bytes as live ones.
@@ -540,9 +546,7 @@ fn segments_scale_with_the_live_bytes() {
     put_all(&e, 0..320);
     e = reopen(e);
     assert_eq!(e.stats().segment_size, 4 * MIB);
-    let before = segments(d.path()).len();
-    put_all(&e, 320..640);
-    let new = lens()[before..].to_vec();
+    let new = new_segments(&e, 320..640);
     assert!(new.len() >= 5, "{new:?}");
     assert!(new.iter().all(|&l| l <= 4 * MIB), "{new:?}");
     // 280 MiB live, 20 MiB dead: filling, full-size segments.
@@ -553,9 +557,7 @@ fn segments_scale_with_the_live_bytes() {
     put_all(&e, 0..1024);
     e = reopen(e);
     assert_eq!(e.stats().segment_size, 8 * MIB);
-    let before = segments(d.path()).len();
-    put_all(&e, 4480..4800);
-    let new = lens()[before..].to_vec();
+    let new = new_segments(&e, 4480..4800);
     assert!(new.len() >= 2, "{new:?}");
     assert!(new[0] > 4 * MIB && new[0] <= 8 * MIB, "{new:?}");
     drop(e);
