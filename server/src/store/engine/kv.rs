@@ -206,7 +206,7 @@ pub(crate) struct Inner {
 /// writer thread makes at most 1 000 such commits a second, which
 /// compaction outruns on two cores in most workloads (the store bench's
 /// steady workload: 20 000 rewrites of 4 KiB a second from eight threads
-/// on 1.6 GB of files are never slowed, 50 000 asked are held to 38 000);
+/// on 1.6 GB of files are never slowed, 50 000 asked are held to 34 000);
 /// at the second, 250.
 pub const WRITE_DELAYS: [Duration; 3] = [
     Duration::ZERO,

@@ -703,8 +703,9 @@ impl Log {
         Ok(log)
     }
 
-    /// The size segments created from now on roll at (at least
-    /// [`MIN_SEG_LEN`]); segments already open keep theirs.
+    /// The size segments roll at from now on (at least [`MIN_SEG_LEN`]):
+    /// segments created from now on, and an active segment already past
+    /// it at its next append (see [`Log::append`]).
     pub fn set_segment_size(&self, n: u64) {
         self.seg_size.store(n.max(MIN_SEG_LEN), Ordering::Relaxed);
     }
