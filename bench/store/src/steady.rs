@@ -245,8 +245,12 @@ fn run_once(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) -> Outcome {
         compacted: m.compacted + d.compacted,
         writes,
         creates,
-        meta_slowed: m.slowed_commits - first.map_or(0, |a| a.meta_slowed),
-        data_slowed: d.slowed_commits - first.map_or(0, |a| a.data_slowed),
+        meta_slowed: m
+            .slowed_commits
+            .saturating_sub(first.map_or(0, |a| a.meta_slowed)),
+        data_slowed: d
+            .slowed_commits
+            .saturating_sub(first.map_or(0, |a| a.data_slowed)),
         amp,
     }
 }
@@ -327,8 +331,10 @@ pub fn run(dir: &Path, s: &SteadyArgs, opts: &EngineOptions) {
                 by(sec as f64).or(o.amp.first().copied()),
                 by((sec + 1) as f64),
             );
-            let slowed =
-                |f: fn(&Sample) -> u64| to.map_or(0, |a| f(&a)) - from.map_or(0, |a| f(&a));
+            let slowed = |f: fn(&Sample) -> u64| {
+                to.map_or(0, |a| f(&a))
+                    .saturating_sub(from.map_or(0, |a| f(&a)))
+            };
             format!(
                 "{} ops, {} / {} / {}, {:.2}×, slowed {} / {}",
                 h.len(),
