@@ -807,7 +807,7 @@ impl Node {
 
     async fn statfs(self: &Arc<Self>) -> Res<StatFs> {
         let (data_dir, meta_dir) = (self.data_dir.clone(), self.meta_dir.clone());
-        let writes_slowed = self.meta.writes_slowed() || self.data.writes_slowed();
+        let writes_slowed = self.writes_slowed();
         blocking(move || {
             let d = sys::statvfs(&data_dir).map_err(Errno::from)?;
             let m = sys::statvfs(&meta_dir).map_err(Errno::from)?;
@@ -970,7 +970,12 @@ impl Node {
     /// (their compaction behind: a slowed commit sleeps, which would hold
     /// up every request on this thread).
     fn inline(&self) -> bool {
-        self.inline_store && !self.meta.writes_slowed() && !self.data.writes_slowed()
+        self.inline_store && !self.writes_slowed()
+    }
+
+    /// Whether either store slows commits that write now.
+    fn writes_slowed(&self) -> bool {
+        self.meta.writes_slowed() || self.data.writes_slowed()
     }
 
     /// Runs store work: inline when [`Self::inline`] allows (appends and
