@@ -208,7 +208,7 @@ pub fn behind(total: u64, live: u64, segment_size: u64) -> u8 {
 }
 
 /// Smallest segment size [`segment_target`] scales down to.
-pub const MIN_SCALED_SEGMENT: u64 = 4 << 20;
+pub const MIN_SCALED_SEGMENT: u64 = 1 << 20;
 
 /// Live bytes per byte of segment size ([`segment_target`]).
 pub const LIVE_PER_SEGMENT: u64 = 32;
@@ -259,9 +259,10 @@ pub(crate) fn scale_segments(inner: &Inner) {
 const REFRESH_STEPS: usize = 16;
 
 /// Sets or clears [`Inner::slow_writes`] from the log's bytes now (every
-/// tick, and every [`REFRESH_STEPS`] steps while a segment is compacted:
+/// tick, every [`REFRESH_STEPS`] steps while a segment is compacted:
 /// a segment can take a second, and writers let go too late would undo
-/// it). Tombstones count as live here, which errs on the side of not
+/// it; and every [`super::kv::REFRESH_COMMITS`] commits of each writer
+/// thread, which go on while the background thread waits for a sync). Tombstones count as live here, which errs on the side of not
 /// slowing. Never set without background compaction, which alone could
 /// clear it.
 /// Segments copied out and waiting for the sync that lets them go are
@@ -389,6 +390,9 @@ fn copy_out(inner: &Inner, id: u32, stop: &AtomicBool) -> Result<bool, StoreErro
         if rec.h.kind == KIND_PUT || oldest_elsewhere < rec.h.seq {
             step.push((rec.h, rec.key, rec.value, off as u32));
             step_bytes += len;
+        } else {
+            // A tombstone that hides nothing any more goes with its segment.
+            inner.forget_tomb(rec.key, Some(id));
         }
         off += len;
         if step.len() >= STEP_RECORDS || step_bytes >= STEP_BYTES {
@@ -510,10 +514,12 @@ mod tests {
         assert_eq!(segment_target(225 * MIB, 200 * MIB, max), max);
         // Dead bytes: small stores roll the smallest scaled size.
         let t = |live: u64| segment_target(live * 3 / 2, live, max);
-        assert_eq!(segment_target(226 * MIB, 200 * MIB, max), 4 * MIB);
-        assert_eq!(segment_target(MIB, 0, max), 4 * MIB);
-        assert_eq!(t(200 * MIB), 4 * MIB);
+        assert_eq!(segment_target(MIB, 0, max), MIB);
+        assert_eq!(t(20 * MIB), MIB);
         // A 32nd of the live bytes, rounded down to a power of two.
+        assert_eq!(segment_target(226 * MIB, 200 * MIB, max), 4 * MIB);
+        assert_eq!(t(64 * MIB), 2 * MIB);
+        assert_eq!(t(200 * MIB), 4 * MIB);
         assert_eq!(t(256 * MIB), 8 * MIB);
         assert_eq!(t(800 * MIB), 16 * MIB);
         assert_eq!(t(1600 * MIB), 32 * MIB);
