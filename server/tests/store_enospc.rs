@@ -1,13 +1,13 @@
-//! A full data device: with the data dir on a 32 MiB tmpfs, writes fail
+//! A full data or meta device. With the data dir on a 32 MiB tmpfs, writes fail
 //! with ENOSPC, and keep failing until space is freed (also when the disk
 //! is met at a segment roll), everything written before stays readable
 //! (also after a restart), deleting files works on the full disk, and
 //! freeing space makes the store writable again. Needs root (mount); skips with the reason if
 //! the mount fails.
 
-use sealfs_proto::Errno;
+use sealfs_proto::{Attr, DirEntry, Errno, FileKind, Inode, Timespec};
 use sealfs_server::engine::EngineOptions;
-use sealfs_server::{DataStore, LogDataStore};
+use sealfs_server::{DataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -199,4 +199,116 @@ fn a_full_disk_met_at_segment_rolls_stays_full() {
     assert!(s.read(0, 0, 0, 10).unwrap().is_empty());
     assert_eq!(s.read(1, 0, 0, 8192).unwrap(), block(1));
     assert_eq!(s.read(1_000_099, 0, 0, 8192).unwrap(), block(99));
+}
+
+/// The meta store on a 32 MiB tmpfs, its index there too (as on a server
+/// whose `--meta-dir` is its own small device).
+fn open_meta(meta: &Path) -> LogMetaStore {
+    let o = EngineOptions {
+        segment_size: 1 << 20,
+        tick: Duration::from_millis(5),
+        ..EngineOptions::default()
+    };
+    LogMetaStore::open(meta, meta, false, o).unwrap()
+}
+
+/// A name of 200 bytes, so that the device fills in some 30 000 creates.
+fn long_name(i: u64) -> String {
+    format!("{i:0>200}")
+}
+
+fn inode(ino: u64) -> InodeRecord {
+    let t = Timespec { sec: 1, nsec: 0 };
+    InodeRecord::normal(Inode {
+        attr: Attr {
+            ino,
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            nlink: 1,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        },
+        target: None,
+    })
+}
+
+fn create(s: &LogMetaStore, i: u64) -> Result<(), sealfs_server::StoreError> {
+    s.commit(&[
+        MetaOp::PutInode(format!("/d/{}", long_name(i)), inode(i)),
+        MetaOp::PutEntry(
+            "/d".into(),
+            DirEntry {
+                name: long_name(i),
+                kind: FileKind::File,
+                ino: i,
+            },
+        ),
+    ])
+}
+
+/// A full meta device (its log and the index of its records): creates fail
+/// with ENOSPC, and keep failing, while every file made before stays
+/// there with its entry (also after a restart); deletes work on the full
+/// device; freeing space makes it writable again.
+#[test]
+fn full_meta_device_gives_enospc_and_recovers() {
+    let base = tempfile::tempdir().unwrap();
+    let Some(m) = tmpfs_or_skip(base.path(), "full_meta_device_gives_enospc_and_recovers") else {
+        return;
+    };
+    let mnt = m.0.clone();
+    let meta = mnt.join("meta");
+    std::fs::write(mnt.join("ballast"), vec![1u8; 4 << 20]).unwrap();
+    let s = open_meta(&meta);
+    let mut made = 0u64;
+    let err = loop {
+        match create(&s, made) {
+            Ok(()) => made += 1,
+            Err(e) => break e,
+        }
+        assert!(made < 1_000_000, "never got ENOSPC");
+    };
+    assert_eq!(err.errno(), Errno::ENOSPC, "{err}");
+    assert!(made > 1000, "only {made} creates fit");
+    let there = |s: &LogMetaStore, i: u64| {
+        let r = s.get_inode(&format!("/d/{}", long_name(i))).unwrap();
+        let e = s.get_entry("/d", &long_name(i)).unwrap();
+        (r.map(|r| r.inode.attr.ino), e.map(|e| e.ino))
+    };
+    for i in 0..made {
+        assert_eq!(there(&s, i), (Some(i), Some(i)), "file {i} after ENOSPC");
+    }
+    // The failed create left nothing half made.
+    assert_eq!(there(&s, made), (None, None));
+    for _ in 0..20 {
+        assert_eq!(create(&s, made).unwrap_err().errno(), Errno::ENOSPC);
+    }
+    // Deletes work on a full device (the space reserve).
+    for i in (0..200).step_by(2) {
+        s.commit(&[
+            MetaOp::DelInode(format!("/d/{}", long_name(i))),
+            MetaOp::DelEntry("/d".into(), long_name(i)),
+        ])
+        .unwrap_or_else(|e| panic!("delete {i} on a full device: {e}"));
+    }
+    s.flush()
+        .unwrap_or_else(|e| panic!("sync on a full device: {e}"));
+    drop(s);
+    // A restart on the full device serves the same files.
+    let s = open_meta(&meta);
+    for i in 0..made {
+        let want = (i >= 200 || i % 2 == 1).then_some(i);
+        assert_eq!(there(&s, i), (want, want), "file {i} after a restart");
+    }
+    // Freeing space makes it writable again.
+    std::fs::remove_file(mnt.join("ballast")).unwrap();
+    for i in made..made + 1000 {
+        create(&s, i).unwrap_or_else(|e| panic!("create {i} after freeing space: {e}"));
+    }
+    s.flush().unwrap();
+    assert_eq!(there(&s, made + 500), (Some(made + 500), Some(made + 500)));
 }

@@ -638,8 +638,14 @@ impl Engine {
         if recs.is_empty() {
             return Ok(());
         }
-        inner.reserve(recs.len() as u64)?;
-        let frees = recs.iter().all(|r| r.0.kind == KIND_DEL);
+        // Only puts take slots: a delete marks its slot, so a commit of
+        // deletes needs no room, and works on a full meta device (where a
+        // grown index could not be allocated).
+        let inserts = recs.iter().filter(|r| r.0.kind == KIND_PUT).count();
+        if inserts > 0 {
+            inner.reserve(inserts as u64)?;
+        }
+        let frees = inserts == 0;
         let app = inner.append(&recs, frees)?;
         let synced = if durable {
             inner.log.sync_to(app.seq)
