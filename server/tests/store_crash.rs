@@ -11,7 +11,7 @@
 mod common;
 
 use common::{content, sha};
-use sealfs_proto::{Attr, DirEntry, FileKind, Inode, Timespec};
+use sealfs_proto::{DirEntry, FileKind};
 use sealfs_server::engine::EngineOptions;
 use sealfs_server::{DataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore};
 use std::collections::HashMap;
@@ -40,25 +40,6 @@ fn stores(dir: &Path) -> (LogMetaStore, LogDataStore) {
     )
     .unwrap();
     (m, d)
-}
-
-fn inode(ino: u64, size: u64) -> Inode {
-    let t = Timespec { sec: 1, nsec: 0 };
-    Inode {
-        attr: Attr {
-            ino,
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size,
-            nlink: 1,
-            atime: t,
-            mtime: t,
-            ctime: t,
-        },
-        target: None,
-    }
 }
 
 fn read_all(d: &LogDataStore, ino: u64, size: u64) -> Vec<u8> {
@@ -137,7 +118,7 @@ fn crash_child() {
                         m.commit(&[
                             MetaOp::PutInode(
                                 path.clone(),
-                                InodeRecord::normal(inode(ino, len as u64)),
+                                InodeRecord::normal(common::file_inode(ino, len as u64)),
                             ),
                             MetaOp::PutEntry(
                                 dir.clone(),
@@ -176,7 +157,7 @@ fn crash_child() {
                                 d.sync(Some(ino)).unwrap();
                                 m.commit(&[MetaOp::PutInode(
                                     path.clone(),
-                                    InodeRecord::normal(inode(ino, body.len() as u64)),
+                                    InodeRecord::normal(common::file_inode(ino, body.len() as u64)),
                                 )])
                                 .unwrap();
                                 log(format!("A {path}"));
@@ -206,7 +187,7 @@ fn crash_child() {
                                     MetaOp::DelEntry(dir.clone(), name.clone()),
                                     MetaOp::PutInode(
                                         to.clone(),
-                                        InodeRecord::normal(inode(ino, size)),
+                                        InodeRecord::normal(common::file_inode(ino, size)),
                                     ),
                                     MetaOp::PutEntry(
                                         dir.clone(),

@@ -27,6 +27,10 @@ fn open(dir: &Path, seg: u64) -> Engine {
     Engine::open(&dir.join("log"), &dir.join("idx"), opts(seg)).unwrap()
 }
 
+fn del(k: &[u8]) -> Op<'_> {
+    Op::Del { key: k }
+}
+
 fn put<'a>(k: &'a [u8], v: &'a [u8]) -> Op<'a> {
     Op::Put {
         key: k,
@@ -633,13 +637,7 @@ fn obsolete_tombstones_stop_counting() {
     }
     assert_eq!(e.stats().tomb_bytes, 0);
     for i in 0..100u32 {
-        e.commit(
-            &[Op::Del {
-                key: &i.to_le_bytes(),
-            }],
-            false,
-        )
-        .unwrap();
+        e.commit(&[del(&i.to_le_bytes())], false).unwrap();
     }
     // A tombstone: its header and its 4-byte key, padded to 8 bytes.
     let tomb = ((REC_HEADER_LEN + 4 + 7) & !7) as u64;
@@ -819,13 +817,7 @@ fn deletes_shrink_the_index_and_every_key_survives_rehashes() {
     }
     let full = e.stats().index_bytes;
     for i in 0..28_000u32 {
-        e.commit(
-            &[Op::Del {
-                key: &i.to_le_bytes(),
-            }],
-            false,
-        )
-        .unwrap();
+        e.commit(&[del(&i.to_le_bytes())], false).unwrap();
     }
     e.compact_now().unwrap();
     let st = e.stats();
@@ -1254,13 +1246,7 @@ fn shared_values_outlive_their_key_their_segment_and_the_engine() {
         .unwrap();
     assert_eq!(copied, &other[..]);
     for i in 0..100u32 {
-        e.commit(
-            &[Op::Del {
-                key: &i.to_le_bytes(),
-            }],
-            false,
-        )
-        .unwrap();
+        e.commit(&[del(&i.to_le_bytes())], false).unwrap();
     }
     e.seal_active().unwrap();
     e.compact_now().unwrap();

@@ -5,12 +5,14 @@
 //! freeing space makes the store writable again. Needs root (mount); skips with the reason if
 //! the mount fails.
 
-use sealfs_proto::{Attr, DirEntry, Errno, FileKind, Inode, Timespec};
+use sealfs_proto::{DirEntry, Errno, FileKind};
 use sealfs_server::engine::EngineOptions;
 use sealfs_server::{DataStore, InodeRecord, LogDataStore, LogMetaStore, MetaOp, MetaStore};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+mod common;
 
 struct Tmpfs(PathBuf);
 
@@ -217,28 +219,12 @@ fn long_name(i: u64) -> String {
     format!("{i:0>200}")
 }
 
-fn inode(ino: u64) -> InodeRecord {
-    let t = Timespec { sec: 1, nsec: 0 };
-    InodeRecord::normal(Inode {
-        attr: Attr {
-            ino,
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            nlink: 1,
-            atime: t,
-            mtime: t,
-            ctime: t,
-        },
-        target: None,
-    })
-}
-
 fn create(s: &LogMetaStore, i: u64) -> Result<(), sealfs_server::StoreError> {
     s.commit(&[
-        MetaOp::PutInode(format!("/d/{}", long_name(i)), inode(i)),
+        MetaOp::PutInode(
+            format!("/d/{}", long_name(i)),
+            InodeRecord::normal(common::file_inode(i, 0)),
+        ),
         MetaOp::PutEntry(
             "/d".into(),
             DirEntry {

@@ -77,3 +77,24 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The inode of a regular file `ino` of `size` bytes (mode 0644, root's,
+/// times at 1 s), for tests that write records to a store.
+pub fn file_inode(ino: u64, size: u64) -> sealfs_proto::Inode {
+    let t = sealfs_proto::Timespec { sec: 1, nsec: 0 };
+    sealfs_proto::Inode {
+        attr: sealfs_proto::Attr {
+            ino,
+            kind: sealfs_proto::FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            nlink: 1,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        },
+        target: None,
+    }
+}
