@@ -192,7 +192,10 @@ pub(crate) struct Inner {
     /// Background ticks since open.
     pub(crate) tick: AtomicU64,
     /// Tombstone bytes per segment written since open (compaction counts
-    /// them as live while they may still hide an older record).
+    /// them as live while they may still hide an older record), less the
+    /// obsolete ones [`Self::forget_tomb`] took out. An estimate for
+    /// compaction's choices, never for what it keeps: it reads each
+    /// record it copies.
     pub(crate) tombs: Mutex<HashMap<u32, u64>>,
     /// Where recent tombstones lie, so that a put of their key (which
     /// makes the tombstone obsolete) takes its bytes out of
@@ -414,8 +417,10 @@ impl Inner {
     }
 
     /// `key` is live again (`seg` `None`), or its tombstone in segment
-    /// `seg` is dropped: a noted tombstone stops counting. The caller holds
-    /// the key's stripe lock.
+    /// `seg` is dropped: a noted tombstone stops counting. Of two calls
+    /// that find the same note (a put and compaction, which does not hold
+    /// the key's stripe lock while it reads a segment), the one whose
+    /// compare-and-swap clears it takes the bytes out.
     pub(crate) fn forget_tomb(&self, key: &[u8], seg: Option<u32>) {
         if !self.tomb_any.load(Ordering::Relaxed) {
             return;
