@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 use sealfs_server::engine::{
-    seg_name, Engine, EngineOptions, Op, OpenHow, REC_HEADER_LEN, REFRESH_COMMITS,
+    seg_name, Engine, EngineOptions, Op, OpenHow, REC_HEADER_LEN, SLOW_CHECK_EVERY,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -575,8 +575,9 @@ fn segments_scale_with_the_live_bytes() {
 
 /// Writers are slowed while compaction is behind, and only they: the
 /// background thread is kept from running (a tick of an hour), so only
-/// the writers' own checks (every [`REFRESH_COMMITS`] commits of a thread)
-/// and the test's decide when the engine looks at its log.
+/// the writers' own checks (a commit that writes values every
+/// [`SLOW_CHECK_EVERY`]) and the test's decide when the engine looks at
+/// its log.
 #[test]
 fn writes_are_slowed_while_compaction_is_behind() {
     let d = tempfile::tempdir().unwrap();
@@ -594,10 +595,13 @@ fn writes_are_slowed_while_compaction_is_behind() {
         e.commit(&[put(&i.to_le_bytes(), &val)], false).unwrap();
     }
     assert!(!e.writes_slowed());
-    for i in 0..(REFRESH_COMMITS * 6) {
+    for i in 0..384u32 {
         e.commit(&[put(&(i % 200).to_le_bytes(), &val)], false)
             .unwrap();
     }
+    // A check is due by now: the next write makes it, and waits.
+    std::thread::sleep(SLOW_CHECK_EVERY * 2);
+    e.commit(&[put(&0u32.to_le_bytes(), &val)], false).unwrap();
     let st = e.stats();
     assert!(st.writes_slowed && e.writes_slowed(), "{st:?}");
     assert!(st.slowed_commits > 0, "{st:?}");
@@ -615,9 +619,12 @@ fn writes_are_slowed_while_compaction_is_behind() {
         (st.segment_bytes as f64) < 1.5 * st.live_bytes as f64,
         "{st:?}"
     );
-    for _ in 0..REFRESH_COMMITS {
+    // 64 rewrites (256 KiB dead, within the slack), one check due.
+    for _ in 0..64 {
         e.commit(&[put(b"new", &val)], false).unwrap();
     }
+    std::thread::sleep(SLOW_CHECK_EVERY * 2);
+    e.commit(&[put(b"new", &val)], false).unwrap();
     assert_eq!(e.stats().slowed_commits, n + 1);
     for i in 0..200u32 {
         assert_eq!(get(&e, &i.to_le_bytes()).as_deref(), Some(&val[..]));

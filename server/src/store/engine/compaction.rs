@@ -261,9 +261,9 @@ const REFRESH_STEPS: usize = 16;
 /// Sets or clears [`Inner::slow_writes`] from the log's bytes now: every
 /// tick; every [`REFRESH_STEPS`] steps while a segment is compacted (a
 /// segment can take a second, and writers let go too late would undo
-/// it); and every [`super::kv::REFRESH_COMMITS`] commits of each writer
-/// thread, whose commits go on while the background thread waits for a
-/// batch's sync. Tombstones count as live here, which errs on the side of
+/// it); and by a commit that writes values every
+/// [`super::kv::SLOW_CHECK_EVERY`], since commits go on while the
+/// background thread waits for a batch's sync. Tombstones count as live here, which errs on the side of
 /// not slowing. Never set without background compaction, which alone
 /// could clear it. Segments copied out and waiting for the sync that lets
 /// them go are counted: they are on the disk.

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Number of key stripe locks.
 const STRIPES: usize = 1024;
@@ -217,6 +217,11 @@ pub(crate) struct Inner {
     pub(crate) slow_writes: AtomicU8,
     /// Commits slowed since open.
     slowed: AtomicU64,
+    /// When the engine was opened: the clock of [`Self::next_slow_check`].
+    opened: Instant,
+    /// When (µs after [`Self::opened`]) a commit that writes values next
+    /// checks whether writes must be slowed ([`SLOW_CHECK_EVERY`]).
+    next_slow_check: AtomicU64,
 }
 
 /// Slots of the table of recent tombstones' segments (8 bytes each: 2 MiB
@@ -230,25 +235,16 @@ pub(crate) struct Inner {
 /// one store.
 pub const TOMB_SLOTS: usize = 1 << 18;
 
-/// Commits that write values a thread makes between two checks of its
-/// own of whether writes are slowed ([`refresh_due`]).
-pub const REFRESH_COMMITS: u32 = 64;
-
-/// Whether this thread's commit is its [`REFRESH_COMMITS`]th since its
-/// last check of the slowdown. The background thread checks every tick
-/// and while it copies, but not while it waits 60–80 ms for a batch's
-/// sync, and at 50 000 rewrites a second a 200 MB store gains 3 % of
-/// space amplification in that time: the store bench's steady workload
-/// (`--steady-files 50000`) peaked at 1.56×. Counted per thread, so that
-/// writers share no counter.
-fn refresh_due() -> bool {
-    thread_local!(static SINCE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
-    SINCE.with(|c| {
-        let n = c.get() + 1;
-        c.set(n % REFRESH_COMMITS);
-        n == REFRESH_COMMITS
-    })
-}
+/// How often commits that write values check, themselves, whether
+/// writes must be slowed ([`Inner::slow_check_due`]). The background
+/// thread checks every tick and while it copies, but not while it waits
+/// 60–80 ms for a batch's sync, and at 50 000 rewrites a second a 200 MB
+/// store gains 3 % of space amplification in that time: the store
+/// bench's steady workload (`--steady-files 50000`) peaked at 1.56×.
+/// Timed per engine rather than counted per thread: a thread's count,
+/// shared by the meta and data engines, could fall on the same one of
+/// them every time (a create commits to both, in turn).
+pub const SLOW_CHECK_EVERY: Duration = Duration::from_millis(2);
 
 /// What a commit that writes a value waits while compaction is behind,
 /// by how far ([`super::compaction::behind`]): at the first level a
@@ -399,6 +395,19 @@ impl Inner {
         Ok(app)
     }
 
+    /// Whether it is time for a writer to check whether writes must be
+    /// slowed ([`SLOW_CHECK_EVERY`]); the next check is then due one
+    /// interval later. Two writers may both check: harmless.
+    fn slow_check_due(&self) -> bool {
+        let now = self.opened.elapsed().as_micros() as u64;
+        if now < self.next_slow_check.load(Ordering::Relaxed) {
+            return false;
+        }
+        let every = SLOW_CHECK_EVERY.as_micros() as u64;
+        self.next_slow_check.store(now + every, Ordering::Relaxed);
+        true
+    }
+
     /// The slot of [`Self::tomb_at`] for `key`, and the value that notes
     /// a tombstone of it in segment `seg`.
     fn tomb_slot(&self, key: &[u8], seg: u32) -> (&AtomicU64, u64) {
@@ -529,6 +538,8 @@ impl Engine {
             compacted: Default::default(),
             slow_writes: AtomicU8::new(0),
             slowed: AtomicU64::new(0),
+            opened: Instant::now(),
+            next_slow_check: AtomicU64::new(0),
         });
         for s in long {
             let len = inner.slot_len(&s)?;
@@ -581,7 +592,7 @@ impl Engine {
         }
         // Before any lock: a writer held back here holds up no one else.
         let puts = ops.iter().any(|o| matches!(o, Op::Put { .. }));
-        if puts && inner.opts.compaction && refresh_due() {
+        if puts && inner.opts.compaction && inner.slow_check_due() {
             super::compaction::refresh_slow(inner);
         }
         let slow = usize::from(inner.slow_writes.load(Ordering::Relaxed));

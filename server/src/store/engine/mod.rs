@@ -14,7 +14,7 @@ mod recovery;
 mod sys;
 
 pub use index::{IDX_HEADER_LEN, SLOT_LEN};
-pub use kv::{Engine, EngineOptions, Got, Op, Stats, REFRESH_COMMITS, TOMB_SLOTS};
+pub use kv::{Engine, EngineOptions, Got, Op, Stats, SLOW_CHECK_EVERY, TOMB_SLOTS};
 pub use log::{seg_name, InPlace, SEG_HEADER_LEN};
 pub use record::REC_HEADER_LEN;
 pub use recovery::OpenHow;
